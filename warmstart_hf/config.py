@@ -1,0 +1,416 @@
+"""Recipes: one YAML per experiment, mapped onto typed dataclasses (the HfArgumentParser way).
+
+A recipe is a flat YAML mapping. Its keys are the fields of the dataclasses below plus the fields of
+``transformers.TrainingArguments``. Options given after the recipe path on the command line override
+the YAML (``train_incremental.py recipes/digits.yaml --seed 3 --num_phases 4``). Unknown keys and
+wrong types are errors (:class:`ConfigError`) that name the field, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import enum
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+
+class ConfigError(ValueError):
+    """A recipe or command-line value that cannot run. Scripts print it and exit with status 2."""
+
+
+@dataclass
+class DataArguments:
+    """Where the images come from and how they become uint8 tensors."""
+
+    dataset: str = field(
+        default="sklearn:digits",
+        metadata={"help": "A Hub dataset id (uoft-cs/cifar100), imagefolder:<dir>, or sklearn:digits."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    image_column: str = field(default="image", metadata={"help": "Column that holds the images."})
+    label_column: str = field(default="label", metadata={"help": "Column that holds the class labels."})
+    train_split: str = field(default="train", metadata={"help": "Split that the phases are cut from."})
+    test_split: str | None = field(
+        default="test", metadata={"help": "Evaluation split; carved from train_split when the dataset lacks it."}
+    )
+    test_size: float = field(
+        default=0.2, metadata={"help": "Fraction of train_split carved (stratified) when test_split is missing."}
+    )
+    image_size: int = field(default=32, metadata={"help": "Images are resized to image_size x image_size."})
+    num_channels: int = field(default=3, metadata={"help": "1 (grayscale) or 3 (RGB)."})
+    max_train_examples: int | None = field(default=None, metadata={"help": "Keep the first N train examples."})
+    max_test_examples: int | None = field(default=None, metadata={"help": "Keep the first N test examples."})
+
+
+@dataclass
+class ModelArguments:
+    """The network trained in every phase."""
+
+    model_name: str = field(
+        default="resnet18_cifar", metadata={"help": "A timm model name (resnet18_cifar is registered here)."}
+    )
+    model_width: float = field(default=1.0, metadata={"help": "Channel multiplier of resnet18_cifar."})
+    image_mean: list[float] | None = field(
+        default=None, metadata={"help": "Per-channel mean in [0, 1]; computed from train_split when unset."}
+    )
+    image_std: list[float] | None = field(
+        default=None, metadata={"help": "Per-channel std in [0, 1]; computed from train_split when unset."}
+    )
+
+
+@dataclass
+class IncrementalArguments:
+    """How the data arrives (the phase plan) and which arms run on it."""
+
+    scenario: Literal["data", "class"] = field(
+        default="data", metadata={"help": "data: random equal chunks; class: classes partitioned into groups."}
+    )
+    num_phases: int | None = field(
+        default=None, metadata={"help": "Number of phases (default 5, or len(phase_fractions))."}
+    )
+    phase_fractions: list[float] | None = field(
+        default=None,
+        metadata={"help": "Cumulative fractions of the train split per phase, e.g. 0.5 1.0 (data scenario)."},
+    )
+    class_order: list[int] | None = field(
+        default=None, metadata={"help": "Explicit class order (class scenario); a seeded permutation when unset."}
+    )
+    strategies: list[str] = field(
+        default_factory=lambda: ["warm", "cold"],
+        metadata={"help": "Strategies to compare; each runs as its own arm on the same split."},
+    )
+    augmentation: list[str] = field(
+        default_factory=lambda: ["crop", "flip"],
+        metadata={"help": "Batched on-device augmentations for training (crop, flip); empty for none."},
+    )
+    crop_padding: int = field(default=4, metadata={"help": "Zero padding of the random crop, in pixels."})
+    lr_milestones: list[float] | None = field(
+        default=None,
+        metadata={"help": "Epochs at which the LR is multiplied by lr_gamma (multi-step schedule)."},
+    )
+    lr_gamma: float = field(default=0.1, metadata={"help": "Multiplier applied at each lr_milestone."})
+    weight_decay_scope: Literal["all", "no_bias_norm"] = field(
+        default="all",
+        metadata={"help": "all: decay every parameter (the CIFAR references); no_bias_norm: the Trainer's rule."},
+    )
+
+
+@dataclass
+class StrategyArguments:
+    """Options of the between-phase strategies. Each strategy documents which ones it reads."""
+
+    optimizer_state: Literal["reset", "carry"] = field(
+        default="reset",
+        metadata={"help": "warm: reset the optimizer each phase (DASH warm_rm, Ash) or carry it (DASH warm)."},
+    )
+    cold_init: Literal["fresh", "same"] = field(
+        default="fresh",
+        metadata={"help": "cold: a fresh random draw per phase, or restore theta0 incl. BatchNorm buffers."},
+    )
+
+
+# Trainer settings the project changes from transformers' defaults; a recipe may override any of them.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "output_dir": "runs",
+    "save_strategy": "epoch",
+    "save_total_limit": 1,
+    "logging_strategy": "epoch",
+    "remove_unused_columns": False,
+    "report_to": "none",
+    "lr_scheduler_type": "constant",
+    "per_device_eval_batch_size": 256,
+    "disable_tqdm": True,
+}
+
+ARGUMENT_CLASSES = (DataArguments, ModelArguments, IncrementalArguments, StrategyArguments, TrainingArguments)
+
+
+@dataclass
+class RecipeConfig:
+    """A fully parsed and validated recipe."""
+
+    data: DataArguments
+    model: ModelArguments
+    incremental: IncrementalArguments
+    strategy: StrategyArguments
+    training: TrainingArguments
+    recipe_path: str | None = None
+
+    @property
+    def num_phases(self) -> int:
+        inc = self.incremental
+        if inc.num_phases is not None:
+            return inc.num_phases
+        return len(inc.phase_fractions) if inc.phase_fractions else 5
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.training.output_dir) / self.training.run_name
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The resolved configuration, as saved to ``config.yaml`` in the run directory."""
+        training = {
+            f.name: _plain(getattr(self.training, f.name))
+            for f in dataclasses.fields(TrainingArguments)
+            if f.init and not f.name.startswith("_") and "token" not in f.name
+        }
+        return {
+            "data": dataclasses.asdict(self.data),
+            "model": dataclasses.asdict(self.model),
+            "incremental": dataclasses.asdict(self.incremental),
+            "strategy": dataclasses.asdict(self.strategy),
+            "training": training,
+        }
+
+    def experiment_fingerprint(self) -> dict[str, Any]:
+        """The settings that define the results: a run directory must not mix two of them."""
+        tr = self.training
+        incremental = {k: v for k, v in dataclasses.asdict(self.incremental).items() if k != "strategies"}
+        return {
+            "data": dataclasses.asdict(self.data),
+            "model": dataclasses.asdict(self.model),
+            "incremental": incremental,
+            "strategy": dataclasses.asdict(self.strategy),
+            "training": {
+                k: _plain(getattr(tr, k))
+                for k in (
+                    "seed", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                    "gradient_accumulation_steps", "optim", "optim_args", "weight_decay", "adam_beta1",
+                    "adam_beta2", "adam_epsilon", "lr_scheduler_type", "warmup_steps", "max_grad_norm",
+                )
+            },
+        }
+
+
+def _plain(value: Any) -> Any:
+    """Enums and other objects as YAML-friendly values."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+class _RecipeArgumentParser(HfArgumentParser):
+    """HfArgumentParser whose errors become ConfigError with the field, the value and the fix."""
+
+    def error(self, message: str):  # argparse calls this on any bad token
+        match = re.match(r"argument --(\w+).*?: invalid (\w+) value: '(.*)'", message)
+        if match:
+            name, kind, value = match.groups()
+            kind = {"string_to_bool": "bool (true/false)"}.get(kind, kind)
+            raise ConfigError(
+                f"Recipe field `{name}` has value {value!r}, which is not a valid {kind}. "
+                f"Fix: give `{name}` a {kind} value in the recipe or as `--{name} VALUE`."
+            )
+        choice = re.match(r"argument --(\w+).*?: invalid choice: '(.*)' \(choose from (.*)\)", message)
+        if choice:
+            name, value, allowed = choice.groups()
+            raise ConfigError(
+                f"Recipe field `{name}` has value {value!r}; allowed values are {allowed}. "
+                f"Fix: set `{name}` to one of them."
+            )
+        raise ConfigError(f"Invalid recipe or command line: {message}.")
+
+
+def build_parser() -> _RecipeArgumentParser:
+    """The argument parser over all recipe fields (for ``--help``)."""
+    return _build_parser()[0]
+
+
+def _build_parser() -> tuple[_RecipeArgumentParser, dict[str, argparse.Action]]:
+    parser = _RecipeArgumentParser(ARGUMENT_CLASSES)
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    for action in actions.values():
+        if action.nargs == "+":
+            action.nargs = "*"  # an empty list (augmentation: []) is a valid value
+    return parser, actions
+
+
+
+def _unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=3)
+    hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+    return ConfigError(
+        f"Unknown recipe key `{key}` in {where}.{hint} Fix: remove it or use one of the documented fields "
+        f"(see README, 'Recipe fields', or run the script with --help)."
+    )
+
+
+def _yaml_to_argv(recipe: dict[str, Any], actions: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
+    """Turn a flat recipe mapping into argv tokens; returns (argv, keys set to null)."""
+    argv: list[str] = []
+    nulls: list[str] = []
+    for key, value in recipe.items():
+        if key not in actions:
+            raise _unknown_key_error(str(key), sorted(actions), where)
+        is_list = actions[key].nargs in ("*", "+")
+        if value is None:
+            nulls.append(key)
+            continue
+        if isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        elif isinstance(value, (list, tuple)):
+            if not is_list:
+                raise ConfigError(
+                    f"Recipe field `{key}` has value {value!r}, a list, but it takes a single value. "
+                    f"Fix: give one value, e.g. `{key}: {value[0] if value else '...'}`."
+                )
+            argv += [f"--{key}", *[str(v) for v in value]]
+        else:
+            if is_list:
+                raise ConfigError(
+                    f"Recipe field `{key}` has value {value!r}, but it takes a list. "
+                    f"Fix: write it as a YAML list, e.g. `{key}: [{value}]`."
+                )
+            argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return argv, nulls
+
+
+def _split_commas(argv: list[str], actions: dict[str, Any]) -> list[str]:
+    """Allow ``--strategies warm,cold`` as well as ``--strategies warm cold`` for list fields."""
+    out: list[str] = []
+    current_is_list = False
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0]
+            current_is_list = name in actions and actions[name].nargs in ("*", "+")
+            if "=" in token and current_is_list:
+                out.append(f"--{name}")
+                out += [t for t in token.split("=", 1)[1].split(",") if t]
+                continue
+            out.append(token)
+        elif current_is_list and "," in token:
+            out += [t for t in token.split(",") if t]
+        else:
+            out.append(token)
+    return out
+
+
+def load_recipe_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Recipe file {str(path)!r} does not exist. Fix: pass the path of a YAML recipe.")
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Recipe file {str(path)!r} is not valid YAML: {err}") from err
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"Recipe file {str(path)!r} must be a mapping of field: value.")
+    return recipe
+
+
+def parse_config(argv: list[str] | None = None, recipe: dict[str, Any] | None = None) -> RecipeConfig:
+    """Parse ``[recipe.yaml] [--field value ...]`` (or a recipe dict) into a validated RecipeConfig."""
+    argv = list(argv or [])
+    parser, actions = _build_parser()
+    recipe_path = None
+    if argv and not argv[0].startswith("-"):
+        recipe_path = argv.pop(0)
+        recipe = {**(recipe or {}), **load_recipe_file(recipe_path)}
+    where = recipe_path or "the recipe"
+    defaults_argv, _ = _yaml_to_argv(TRAINING_DEFAULTS, actions, "the project defaults")
+    recipe_argv, nulls = _yaml_to_argv(recipe or {}, actions, where)
+    for token in argv:
+        if token.startswith("--") and token[2:].split("=", 1)[0] not in actions:
+            raise _unknown_key_error(token[2:].split("=", 1)[0], sorted(actions), "the command line")
+    cli_argv = _split_commas(argv, actions)
+    cli_keys = {t[2:].split("=", 1)[0] for t in cli_argv if t.startswith("--")}
+    try:
+        data, model, incremental, strategy, training = parser.parse_args_into_dataclasses(
+            args=defaults_argv + recipe_argv + cli_argv, look_for_args_file=False
+        )
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:  # TrainingArguments.__post_init__ validation
+        raise ConfigError(f"Invalid training setting: {err}") from err
+    for key in nulls:
+        if key in cli_keys:
+            continue
+        for obj in (data, model, incremental, strategy, training):
+            if hasattr(obj, key):
+                setattr(obj, key, None)
+    config = RecipeConfig(data, model, incremental, strategy, training, recipe_path)
+    if (recipe or {}).get("run_name") is None and "run_name" not in cli_keys:
+        config.training.run_name = Path(recipe_path).stem if recipe_path else "run"
+    validate_config(config)
+    return config
+
+
+def _fail(name: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"Recipe field `{name}` has value {value!r}; {allowed}. Fix: change `{name}`.")
+
+
+def validate_config(config: RecipeConfig) -> None:
+    """Checks that need no data. Data-dependent checks live with the data (sources, phases)."""
+    from warmstart_hf.data.augment import AUGMENTATIONS
+    from warmstart_hf.models import available_models
+    from warmstart_hf.strategies import STRATEGIES
+
+    d, m, inc, tr = config.data, config.model, config.incremental, config.training
+    if inc.num_phases is not None and inc.num_phases < 1:
+        raise _fail("num_phases", inc.num_phases, "it must be at least 1")
+    if inc.phase_fractions is not None:
+        fr = inc.phase_fractions
+        if not fr or any(not 0 < f <= 1 for f in fr) or any(b <= a for a, b in zip(fr, fr[1:])):
+            raise _fail("phase_fractions", fr, "it must be strictly increasing fractions in (0, 1], e.g. [0.5, 1.0]")
+        if inc.num_phases is not None and inc.num_phases != len(fr):
+            raise _fail("num_phases", inc.num_phases, f"phase_fractions lists {len(fr)} phases; drop num_phases")
+        if inc.scenario != "data":
+            raise _fail("phase_fractions", fr, "it applies to scenario: data only")
+    if inc.class_order is not None and inc.scenario != "class":
+        raise _fail("class_order", inc.class_order, "it applies to scenario: class only")
+    if not inc.strategies:
+        raise _fail("strategies", inc.strategies, f"list at least one of {sorted(STRATEGIES)}")
+    for name in inc.strategies:
+        if name not in STRATEGIES:
+            raise _fail("strategies", name, f"known strategies are {sorted(STRATEGIES)}")
+    if len(set(inc.strategies)) != len(inc.strategies):
+        raise _fail("strategies", inc.strategies, "each strategy may appear once")
+    for name in inc.augmentation:
+        if name not in AUGMENTATIONS:
+            raise _fail("augmentation", name, f"known augmentations are {sorted(AUGMENTATIONS)}")
+    if m.model_name not in available_models():
+        raise _fail("model_name", m.model_name, "use a timm model name such as resnet18_cifar")
+    if m.model_width <= 0:
+        raise _fail("model_width", m.model_width, "it must be positive")
+    for name in ("image_mean", "image_std"):
+        value = getattr(m, name)
+        if value is not None and len(value) != d.num_channels:
+            raise _fail(name, value, f"it needs one value per channel (num_channels = {d.num_channels})")
+    if d.num_channels not in (1, 3):
+        raise _fail("num_channels", d.num_channels, "it must be 1 or 3")
+    if d.image_size < 4:
+        raise _fail("image_size", d.image_size, "it must be at least 4 pixels")
+    if not 0 < d.test_size < 1:
+        raise _fail("test_size", d.test_size, "it must be a fraction in (0, 1)")
+    if tr.learning_rate <= 0:
+        raise _fail("learning_rate", tr.learning_rate, "it must be positive")
+    if tr.max_steps <= 0 and tr.num_train_epochs <= 0:
+        raise _fail("num_train_epochs", tr.num_train_epochs, "it must be positive")
+    if tr.per_device_train_batch_size < 1:
+        raise _fail("per_device_train_batch_size", tr.per_device_train_batch_size, "it must be at least 1")
+    if inc.crop_padding < 0:
+        raise _fail("crop_padding", inc.crop_padding, "it must be non-negative")
+    if inc.lr_milestones:
+        if tr.lr_scheduler_type.value not in ("constant", "constant_with_warmup"):
+            raise _fail(
+                "lr_scheduler_type",
+                tr.lr_scheduler_type.value,
+                "lr_milestones give a multi-step schedule, so lr_scheduler_type must be constant "
+                "(or constant_with_warmup)",
+            )
+        if any(b <= a for a, b in zip(inc.lr_milestones, inc.lr_milestones[1:])) or inc.lr_milestones[0] <= 0:
+            raise _fail("lr_milestones", inc.lr_milestones, "it must be increasing positive epochs")

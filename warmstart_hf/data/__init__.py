@@ -1,0 +1,16 @@
+"""Data: sources -> uint8 pixel tensors -> phase plans; batched on-device augmentation."""
+
+from warmstart_hf.data.augment import AUGMENTATIONS, build_augmentation
+from warmstart_hf.data.phases import PhasePlan, build_phase_plan
+from warmstart_hf.data.pixels import channel_statistics, to_pixel_dataset
+from warmstart_hf.data.sources import load_source
+
+__all__ = [
+    "AUGMENTATIONS",
+    "PhasePlan",
+    "build_augmentation",
+    "build_phase_plan",
+    "channel_statistics",
+    "load_source",
+    "to_pixel_dataset",
+]

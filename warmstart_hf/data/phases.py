@@ -1,0 +1,146 @@
+"""Phase plans: which training examples each phase sees, and which test examples form each group.
+
+Phases are cumulative: phase k trains on chunks 0..k (no forgetting by design, as in the target
+study). ``scenario: data`` cuts a seeded shuffle into contiguous shards (``Dataset.shard``) or at
+cumulative ``phase_fractions``; ``scenario: class`` partitions a seeded (or explicit) class order
+into groups and selects their examples with ``Dataset.filter(input_columns=...)`` so no image is
+decoded. Nothing is dropped when counts do not divide evenly: sizes differ by at most one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset
+
+from warmstart_hf.config import ConfigError
+from warmstart_hf.seeding import derive_seed
+
+
+@dataclass
+class PhasePlan:
+    """The split of one seed: shared by every arm of that seed and saved as ``split.json``."""
+
+    scenario: str
+    seed: int
+    num_phases: int
+    num_classes: int
+    class_order: list[int] | None
+    class_groups: list[list[int]] | None
+    chunks: list[list[int]]  # new training indices (into the source train split) per phase
+    test_groups: list[list[int]]  # test indices per chunk (data) or class group (class)
+
+    def train_indices(self, phase: int) -> list[int]:
+        return [i for chunk in self.chunks[: phase + 1] for i in chunk]
+
+    def classes_seen(self, phase: int) -> list[int]:
+        if self.class_groups is None:
+            return list(range(self.num_classes))
+        return sorted(c for group in self.class_groups[: phase + 1] for c in group)
+
+    def to_json(self) -> dict:
+        record = asdict(self)
+        record["phases"] = [
+            {
+                "phase": k,
+                "num_train_examples": len(self.train_indices(k)),
+                "classes_seen": self.classes_seen(k),
+                "train_indices": self.train_indices(k),
+            }
+            for k in range(self.num_phases)
+        ]
+        return record
+
+    @classmethod
+    def from_json(cls, record: dict) -> PhasePlan:
+        fields = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in record.items() if k in fields})
+
+    @classmethod
+    def load(cls, path: str | Path) -> PhasePlan:
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+
+def _indexed(ds: Dataset) -> Dataset:
+    """The label column plus each row's position in the source split; images are never touched."""
+    return ds.select_columns(["label"]).add_column("source_index", np.arange(len(ds), dtype=np.int64))
+
+
+def _cut(shuffled: Dataset, num_phases: int, fractions: list[float] | None) -> list[list[int]]:
+    if fractions is None:
+        return [
+            shuffled.shard(num_shards=num_phases, index=k, contiguous=True)["source_index"][:]
+            for k in range(num_phases)
+        ]
+    bounds = [0] + [round(f * len(shuffled)) for f in fractions]
+    return [shuffled.select(range(a, b))["source_index"][:] for a, b in zip(bounds, bounds[1:])]
+
+
+def _as_ints(values) -> list[int]:
+    return [int(v) for v in values]
+
+
+def build_phase_plan(
+    train: Dataset,
+    test: Dataset,
+    *,
+    scenario: str,
+    num_phases: int,
+    seed: int,
+    phase_fractions: list[float] | None = None,
+    class_order: list[int] | None = None,
+) -> PhasePlan:
+    """Cut ``train`` into cumulative phases and ``test`` into the matching groups."""
+    num_classes = train.features["label"].num_classes
+    if scenario == "data":
+        if num_phases > len(train):
+            raise ConfigError(
+                f"Recipe field `num_phases` has value {num_phases}, but the train split has only {len(train)} "
+                f"examples. Fix: use at most {len(train)} phases or a larger dataset."
+            )
+        order_seed = derive_seed(seed, "split")
+        chunks = _cut(_indexed(train).shuffle(seed=order_seed), num_phases, phase_fractions)
+        test_groups = _cut(_indexed(test).shuffle(seed=derive_seed(seed, "test_groups")), num_phases, phase_fractions)
+        empty = [k for k, c in enumerate(chunks) if not c]
+        if empty:
+            raise ConfigError(
+                f"Recipe field `phase_fractions` has value {phase_fractions}, which leaves phase {empty[0]} with "
+                f"no new examples out of {len(train)}. Fix: use fractions further apart or a larger dataset."
+            )
+        return PhasePlan(scenario, seed, num_phases, num_classes, None, None, _ints2(chunks), _ints2(test_groups))
+    if scenario != "class":
+        raise ConfigError(f"Recipe field `scenario` has value {scenario!r}; allowed values are 'data', 'class'.")
+    if num_phases > num_classes:
+        raise ConfigError(
+            f"Recipe field `num_phases` has value {num_phases}, but the dataset has only {num_classes} classes, "
+            f"so some class-incremental phase would bring no class. Fix: use at most {num_classes} phases."
+        )
+    if class_order is None:
+        rng = np.random.default_rng(derive_seed(seed, "class_order"))
+        class_order = _as_ints(rng.permutation(num_classes))
+    elif sorted(class_order) != list(range(num_classes)):
+        raise ConfigError(
+            f"Recipe field `class_order` has value {class_order}, which is not a permutation of the labels "
+            f"0..{num_classes - 1}. Fix: list every label exactly once, or remove `class_order` for a seeded one."
+        )
+    groups = [_as_ints(g) for g in np.array_split(np.asarray(class_order), num_phases)]
+    chunks, test_groups = [], []
+    for ds, out in ((_indexed(train), chunks), (_indexed(test), test_groups)):
+        for group in groups:
+            members = set(group)
+            out.append(ds.filter(lambda y, m=members: y in m, input_columns="label")["source_index"][:])
+    empty = [k for k, c in enumerate(chunks) if not c]
+    if empty:
+        raise ConfigError(
+            f"Class group {groups[empty[0]]} of phase {empty[0]} has no training examples. Fix: check "
+            "`label_column`, use fewer `num_phases`, or raise `max_train_examples`."
+        )
+    return PhasePlan(scenario, seed, num_phases, num_classes, _as_ints(class_order), groups,
+                     _ints2(chunks), _ints2(test_groups))
+
+
+def _ints2(lists) -> list[list[int]]:
+    return [_as_ints(x) for x in lists]

@@ -1,0 +1,61 @@
+"""Decode images once into fixed-size uint8 tensors, the format every phase trains from.
+
+Training reads an ``Array3D``-typed column with torch formatting: whole uint8 arrays, not per-row
+nested lists, which REFERENCES 7 measured at 0.39x the speed of a plain tensor loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from datasets import Array3D, Dataset, Features, Value
+from PIL import Image as PILImage
+
+
+def _decode_batch(batch: dict, image_size: int, num_channels: int) -> dict:
+    mode = "L" if num_channels == 1 else "RGB"
+    arrays = []
+    for image in batch["image"]:
+        image = image.convert(mode)
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), PILImage.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+        arrays.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+    return {"pixel_values": arrays, "labels": batch["label"]}
+
+
+def to_pixel_dataset(ds: Dataset, image_size: int, num_channels: int) -> Dataset:
+    """``pixel_values`` (uint8, C x H x W) and ``labels`` (int64), torch-formatted."""
+    features = Features(
+        {
+            "pixel_values": Array3D(shape=(num_channels, image_size, image_size), dtype="uint8"),
+            "labels": Value("int64"),
+        }
+    )
+    pixels = ds.map(
+        _decode_batch,
+        batched=True,
+        batch_size=256,
+        fn_kwargs={"image_size": image_size, "num_channels": num_channels},
+        remove_columns=ds.column_names,
+        features=features,
+        desc="Decoding images to uint8 tensors",
+    )
+    return pixels.with_format("torch")
+
+
+def channel_statistics(pixels: Dataset, batch_size: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] over a pixel dataset (for normalization on the device)."""
+    total = None
+    total_sq = None
+    count = 0
+    for start in range(0, len(pixels), batch_size):
+        x = pixels[start : start + batch_size]["pixel_values"].to(torch.float64) / 255.0
+        s = x.sum(dim=(0, 2, 3))
+        sq = (x * x).sum(dim=(0, 2, 3))
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]

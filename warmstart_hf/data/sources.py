@@ -1,0 +1,116 @@
+"""Load a dataset and normalize it to a DatasetDict with ``train`` and ``test`` splits of
+``image`` (Image) and ``label`` (ClassLabel) columns, whatever its origin.
+
+Sources: a Hub dataset id, ``imagefolder:<dir>``, or the embedded ``sklearn:digits`` (the 1,797
+8x8 digits that ship with scikit-learn, so demos and tests need no download).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
+
+from warmstart_hf.config import ConfigError, DataArguments
+
+EMBEDDED_SOURCES = ("sklearn:digits",)
+
+
+def _sklearn_digits() -> DatasetDict:
+    from PIL import Image as PILImage
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
+    features = Features({"image": Image(), "label": ClassLabel(names=[str(i) for i in range(10)])})
+    train = Dataset.from_dict(
+        {"image": [PILImage.fromarray(p, mode="L") for p in pixels], "label": digits.target.tolist()},
+        features=features,
+    )
+    return DatasetDict({"train": train})
+
+
+def _load_raw(args: DataArguments) -> DatasetDict:
+    if args.dataset == "sklearn:digits":
+        return _sklearn_digits()
+    if args.dataset.startswith("sklearn:"):
+        raise ConfigError(
+            f"Recipe field `dataset` has value {args.dataset!r}; the embedded sources are {EMBEDDED_SOURCES}. "
+            "Fix: use sklearn:digits, imagefolder:<dir> or a Hub dataset id."
+        )
+    if args.dataset.startswith("imagefolder:"):
+        data_dir = args.dataset.split(":", 1)[1]
+        try:
+            return load_dataset("imagefolder", data_dir=data_dir)
+        except Exception as err:  # noqa: BLE001 - any failure here is a bad path or layout
+            raise ConfigError(
+                f"Recipe field `dataset` has value {args.dataset!r}, but no image folder could be read there "
+                f"({type(err).__name__}: {err}). Fix: point it at a directory of <split>/<class>/<image> files."
+            ) from err
+    try:
+        return load_dataset(args.dataset, args.dataset_config)
+    except Exception as err:  # noqa: BLE001 - offline, wrong id, or missing config all land here
+        raise ConfigError(
+            f"Recipe field `dataset` has value {args.dataset!r}, which could not be loaded "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Either the id (or "
+            "`dataset_config`) is wrong, or this machine is offline and the dataset is not in the local cache "
+            "(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE are set, or there is no network). Fix: check the id on the "
+            "Hub, download it once with network access, or use sklearn:digits / imagefolder:<dir>."
+        ) from err
+
+
+def _normalize_split(ds: Dataset, args: DataArguments, split: str) -> Dataset:
+    for role, column in (("image_column", args.image_column), ("label_column", args.label_column)):
+        if column not in ds.column_names:
+            raise ConfigError(
+                f"Recipe field `{role}` has value {column!r}, but split {split!r} of {args.dataset!r} has no "
+                f"such column; its columns are {ds.column_names}. Fix: set `{role}` to one of them."
+            )
+    ds = ds.select_columns([args.image_column, args.label_column])
+    renames = {args.image_column: "image", args.label_column: "label"}
+    ds = ds.rename_columns({k: v for k, v in renames.items() if k != v})
+    if not isinstance(ds.features["image"], Image):
+        raise ConfigError(
+            f"Recipe field `image_column` has value {args.image_column!r}, but that column holds "
+            f"{ds.features['image']}, not images. Fix: name the column that holds the images."
+        )
+    if not isinstance(ds.features["label"], ClassLabel):
+        try:
+            ds = ds.class_encode_column("label")
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(
+                f"Recipe field `label_column` has value {args.label_column!r}, but that column holds "
+                f"{ds.features['label']}, not class labels. Fix: name the column with the class labels."
+            ) from err
+    return ds
+
+
+def load_source(args: DataArguments, seed: int) -> DatasetDict:
+    """The dataset as ``DatasetDict(train, test)`` with ``image`` and ``label`` columns.
+
+    When ``test_split`` is missing (or null), a stratified ``test_size`` fraction of the train split is
+    carved out with ``seed``, so the carve is part of the recorded, reproducible setup.
+    """
+    raw = _load_raw(args)
+    if args.train_split not in raw:
+        raise ConfigError(
+            f"Recipe field `train_split` has value {args.train_split!r}, but {args.dataset!r} has the splits "
+            f"{list(raw)}. Fix: set `train_split` to one of them."
+        )
+    train = _normalize_split(raw[args.train_split], args, args.train_split)
+    if args.test_split and args.test_split in raw:
+        test = _normalize_split(raw[args.test_split], args, args.test_split)
+        if test.features["label"].names != train.features["label"].names:
+            test = test.cast_column("label", train.features["label"])
+    else:
+        carved = train.train_test_split(test_size=args.test_size, seed=seed, stratify_by_column="label")
+        train, test = carved["train"], carved["test"]
+    if args.max_train_examples is not None:
+        train = train.select(range(min(args.max_train_examples, len(train))))
+    if args.max_test_examples is not None:
+        test = test.select(range(min(args.max_test_examples, len(test))))
+    if len(train) == 0 or len(test) == 0:
+        raise ConfigError(
+            f"Dataset {args.dataset!r} has {len(train)} train and {len(test)} test examples after selection. "
+            "Fix: raise `max_train_examples` / `max_test_examples` or check the splits."
+        )
+    return DatasetDict({"train": train, "test": test})

@@ -1,0 +1,280 @@
+"""Arms x phases: the incremental-training loop, its run directory, and resume.
+
+Layout of a run (``<output_dir>/<run_name>/``)::
+
+    config.yaml                  resolved recipe (all dataclasses)
+    summary.md, summary.csv      arms side by side; fig1.png: train/test accuracy per phase
+    <strategy>-seed<seed>/       one arm
+        split.json               the phase plan (class order, train indices per phase, test groups)
+        init/                    theta0 (safetensors + config.json)
+        results.jsonl            one JSON object per finished phase, rewritten atomically
+        phase-XX/                final model of phase XX (+ optimizer_state.safetensors when carried)
+            checkpoint-N/        Trainer checkpoints while the phase runs (removed when it ends)
+
+A phase is finished when its line is in ``results.jsonl``; that line is written last. Running the
+same command again skips finished arms and phases and resumes an unfinished phase from its last
+Trainer checkpoint. Only the main process writes; every process computes the same strategies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import PrinterCallback, TrainingArguments, default_data_collator
+from transformers.trainer_utils import get_last_checkpoint
+
+from warmstart_hf.config import ConfigError, RecipeConfig
+from warmstart_hf.data import (
+    PhasePlan,
+    build_augmentation,
+    build_phase_plan,
+    channel_statistics,
+    load_source,
+    to_pixel_dataset,
+)
+from warmstart_hf.io import append_jsonl_atomic, atomic_write_json, atomic_write_text, read_jsonl
+from warmstart_hf.metrics import phase_metrics
+from warmstart_hf.models import TimmClassifierConfig, TimmImageClassifier, build_classifier_config, create_classifier
+from warmstart_hf.optimizer_state import load_optimizer_state, save_optimizer_state
+from warmstart_hf.report import write_run_summary
+from warmstart_hf.seeding import derive_seed
+from warmstart_hf.strategies import PhaseContext, Strategy, create_strategy
+from warmstart_hf.trainer import PhaseProgress, PhaseTrainer, unwrap_optimizer_state
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZER_STATE_FILE = "optimizer_state.safetensors"
+
+
+@dataclass
+class PreparedData:
+    """The decoded data and the plan shared by all arms of one seed."""
+
+    plan: PhasePlan
+    train: Dataset  # pixel_values (uint8 CxHxW), labels; torch-formatted
+    test: Dataset
+    model_config: TimmClassifierConfig
+
+
+def prepare_data(config: RecipeConfig) -> PreparedData:
+    """Load, validate and decode the data and build the phase plan. Writes nothing to the run dir."""
+    seed = config.training.seed
+    source = load_source(config.data, seed)
+    inc = config.incremental
+    plan = build_phase_plan(
+        source["train"],
+        source["test"],
+        scenario=inc.scenario,
+        num_phases=config.num_phases,
+        seed=seed,
+        phase_fractions=inc.phase_fractions,
+        class_order=inc.class_order,
+    )
+    with config.training.main_process_first(desc="decoding images"):
+        train = to_pixel_dataset(source["train"], config.data.image_size, config.data.num_channels)
+        test = to_pixel_dataset(source["test"], config.data.image_size, config.data.num_channels)
+    mean, std = config.model.image_mean, config.model.image_std
+    if mean is None or std is None:
+        stats_mean, stats_std = channel_statistics(train)
+        mean, std = mean or stats_mean, std or stats_std
+    names = source["train"].features["label"].names
+    model_config = build_classifier_config(
+        config.model.model_name,
+        num_labels=len(names),
+        num_channels=config.data.num_channels,
+        image_size=config.data.image_size,
+        width=config.model.model_width,
+        image_mean=mean,
+        image_std=std,
+        id2label=dict(enumerate(names)),
+    )
+    return PreparedData(plan, train, test, model_config)
+
+
+def _check_run_dir(config: RecipeConfig) -> None:
+    """A run directory holds one experiment: refuse to mix results of two different settings."""
+    saved = config.run_dir / "config.yaml"
+    if not saved.exists():
+        return
+    previous = yaml.safe_load(saved.read_text()).get("fingerprint")
+    current = yaml.safe_load(yaml.safe_dump(config.experiment_fingerprint()))
+    if previous != current:
+        changed = sorted(
+            f"{section}.{key}"
+            for section in current
+            for key in current[section]
+            if (previous or {}).get(section, {}).get(key) != current[section][key]
+        )
+        raise ConfigError(
+            f"Run directory {str(config.run_dir)!r} already holds results of a different setting "
+            f"(changed: {', '.join(changed) or 'unknown'}). Fix: choose another `run_name` or `output_dir`, "
+            "or delete that directory to start over."
+        )
+
+
+def run_experiment(config: RecipeConfig) -> Path:
+    """Run every arm of the recipe (skipping finished work) and write the summary."""
+    data = prepare_data(config)  # fails fast on bad input, before anything is written
+    _check_run_dir(config)
+    args = config.training
+    is_main = args.process_index == 0
+    if is_main:
+        record = {"fingerprint": config.experiment_fingerprint(), **config.to_dict()}
+        atomic_write_text(config.run_dir / "config.yaml", yaml.safe_dump(record, sort_keys=False))
+    for name in config.incremental.strategies:
+        run_arm(config, create_strategy(name, config.strategy), data)
+    if is_main:
+        table = write_run_summary(config.run_dir)
+        print(table)
+    return config.run_dir
+
+
+def arm_dir(config: RecipeConfig, strategy_name: str) -> Path:
+    return config.run_dir / f"{strategy_name}-seed{config.training.seed}"
+
+
+def _param_vector(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1).float().cpu() for p in model.parameters()])
+
+
+def _phase_training_args(config: RecipeConfig, phase_dir: Path, phase: int) -> TrainingArguments:
+    seed = config.training.seed
+    return dataclasses.replace(
+        config.training,
+        output_dir=str(phase_dir),
+        seed=derive_seed(seed, "train", phase),  # data order + augmentation; shared by all arms
+        run_name=f"{config.training.run_name}-{phase_dir.parent.name}-{phase_dir.name}",
+    )
+
+
+def _predict(trainer: PhaseTrainer, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    output = trainer.predict(dataset)
+    return np.asarray(output.predictions), np.asarray(output.label_ids)
+
+
+def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> list[dict[str, Any]]:
+    """Train one strategy through every phase; returns the arm's results (one dict per phase)."""
+    args = config.training
+    is_main = args.process_index == 0
+    seed = args.seed
+    plan = data.plan
+    num_phases = plan.num_phases
+    directory = arm_dir(config, strategy.name)
+    results = read_results(directory)
+    if len(results) >= num_phases:
+        logger.info("arm %s is finished; skipping", directory.name)
+        return results
+
+    split_path = directory / "split.json"
+    if split_path.exists() and PhasePlan.load(split_path) != plan:
+        raise RuntimeError(f"{split_path} differs from the plan this code computes for seed {seed}.")
+    init_model = create_classifier(data.model_config, derive_seed(seed, "init", 0))
+    init_state = {k: v.detach().clone() for k, v in init_model.state_dict().items()}
+    if is_main:
+        if not split_path.exists():
+            atomic_write_json(split_path, plan.to_json())
+        if not (directory / "init" / "model.safetensors").exists():
+            init_model.save_pretrained(directory / "init")
+
+    start_phase = len(results)
+    carried_state = None
+    if start_phase == 0:
+        model = init_model
+    else:
+        previous_dir = directory / f"phase-{start_phase - 1:02d}"
+        model = TimmImageClassifier.from_pretrained(previous_dir)
+        if strategy.carries_optimizer_state() and (previous_dir / OPTIMIZER_STATE_FILE).exists():
+            carried_state = load_optimizer_state(previous_dir / OPTIMIZER_STATE_FILE)
+
+    epochs = int(np.ceil(args.num_train_epochs)) if args.max_steps <= 0 else 1
+    bar = tqdm(total=num_phases * epochs, initial=start_phase * epochs, desc=directory.name) if is_main else None
+    augment = build_augmentation(config.incremental.augmentation, crop_padding=config.incremental.crop_padding)
+
+    for phase in range(start_phase, num_phases):
+        phase_dir = directory / f"phase-{phase:02d}"
+        train_indices = plan.train_indices(phase)
+        phase_train = data.train.select(train_indices)
+        context = PhaseContext(
+            phase=phase,
+            num_phases=num_phases,
+            previous_model=model,
+            fresh_model=lambda p=phase: create_classifier(data.model_config, derive_seed(seed, "init", p)),
+            init_state=init_state,
+            train_dataset=phase_train,
+            new_indices=plan.chunks[phase],
+            seed=derive_seed(seed, "strategy", phase),
+            options=config.strategy,
+        )
+        previous = _param_vector(model) if phase > 0 else None
+        start = strategy.prepare(context)
+        model = start.model
+        distance = float(torch.linalg.vector_norm(_param_vector(model) - previous)) if previous is not None else None
+
+        trainer = PhaseTrainer(
+            model=model,
+            args=_phase_training_args(config, phase_dir, phase),
+            train_dataset=phase_train,
+            data_collator=default_data_collator,
+            augment=augment,
+            lr_milestones=config.incremental.lr_milestones,
+            lr_gamma=config.incremental.lr_gamma,
+            weight_decay_scope=config.incremental.weight_decay_scope,
+            initial_optimizer_state=carried_state if start.carry_optimizer_state else None,
+            callbacks=[PhaseProgress(bar, f"phase {phase + 1}/{num_phases}")],
+        )
+        trainer.remove_callback(PrinterCallback)
+        checkpoint = get_last_checkpoint(str(phase_dir)) if phase_dir.is_dir() else None
+        if bar is not None:
+            bar.set_description(f"{directory.name} phase {phase + 1}/{num_phases}")
+        started = time.perf_counter()
+        trainer.train(resume_from_checkpoint=checkpoint)
+        seconds = time.perf_counter() - started
+
+        train_logits, train_labels = _predict(trainer, phase_train)
+        test_logits, test_labels = _predict(trainer, data.test)
+        trained_epochs = float(trainer.state.epoch or 0.0)
+        record: dict[str, Any] = {
+            "phase": phase,
+            "strategy": strategy.name,
+            "seed": seed,
+            "scenario": plan.scenario,
+            "num_train_examples": len(train_indices),
+            **phase_metrics(plan, phase, train_logits, train_labels, test_logits, test_labels),
+            "start_distance_to_previous": distance,
+            "strategy_stats": start.stats,
+            "epochs": trained_epochs,
+            "steps": int(trainer.state.global_step),
+            "train_seconds": round(seconds, 3),
+            "samples_per_second": round(len(train_indices) * trained_epochs / seconds, 2) if seconds > 0 else None,
+            "resumed_from_checkpoint": checkpoint is not None,
+        }
+        carried_state = unwrap_optimizer_state(trainer.optimizer) if strategy.carries_optimizer_state() else None
+        if is_main:
+            trainer.save_model(str(phase_dir))
+            if carried_state is not None:
+                save_optimizer_state(carried_state, phase_dir / OPTIMIZER_STATE_FILE)
+            append_jsonl_atomic(directory / "results.jsonl", record)
+            for stale in phase_dir.glob("checkpoint-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        results.append(record)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def read_results(directory: Path) -> list[dict[str, Any]]:
+    """Finished phases of an arm, in order (results.jsonl)."""
+    return read_jsonl(directory / "results.jsonl")

@@ -1,0 +1,54 @@
+"""Per-phase metrics (REFERENCES 4): accuracy over seen classes with the full head and with masked
+logits, over the whole test set, per chunk or class group (a row of the accuracy matrix R[i, j]),
+and the end-of-phase train accuracy and loss (one pass without augmentation, not a mean over
+epochs, which is a quirk of the DASH code)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import evaluate
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from warmstart_hf.data.phases import PhasePlan
+
+METRIC_DIR = Path(__file__).parent / "accuracy"
+
+
+@lru_cache(maxsize=1)
+def load_accuracy_metric() -> evaluate.EvaluationModule:
+    return evaluate.load(str(METRIC_DIR))
+
+
+def accuracy(predictions: np.ndarray, references: np.ndarray) -> float:
+    return load_accuracy_metric().compute(predictions=predictions, references=references)["accuracy"]
+
+
+def phase_metrics(
+    plan: PhasePlan,
+    phase: int,
+    train_logits: np.ndarray,
+    train_labels: np.ndarray,
+    test_logits: np.ndarray,
+    test_labels: np.ndarray,
+) -> dict[str, object]:
+    """Metrics of one phase from logits over the phase's train set and the whole test set."""
+    seen = plan.classes_seen(phase)
+    seen_mask = np.isin(test_labels, seen)
+    test_pred = test_logits.argmax(-1)
+    masked_logits = np.full_like(test_logits, -np.inf)
+    masked_logits[:, seen] = test_logits[:, seen]
+    masked_pred = masked_logits.argmax(-1)
+    train_loss = F.cross_entropy(torch.from_numpy(train_logits).float(), torch.from_numpy(train_labels)).item()
+    return {
+        "classes_seen": len(seen),
+        "train_accuracy": accuracy(train_logits.argmax(-1), train_labels),
+        "train_loss": train_loss,
+        "test_accuracy": accuracy(test_pred[seen_mask], test_labels[seen_mask]),
+        "test_accuracy_masked": accuracy(masked_pred[seen_mask], test_labels[seen_mask]),
+        "test_accuracy_full": accuracy(test_pred, test_labels),
+        "accuracy_per_group": [accuracy(test_pred[g], test_labels[g]) for g in map(np.asarray, plan.test_groups)],
+    }

@@ -1,0 +1,131 @@
+"""The end-of-run summary: arms side by side, and the Fig.-1-style plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from warmstart_hf.io import atomic_write_text, read_jsonl
+
+
+def load_run_results(run_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """``{arm name: [phase records]}`` for every arm directory of a run."""
+    arms = {}
+    for results in sorted(Path(run_dir).glob("*/results.jsonl")):
+        records = read_jsonl(results)
+        if records:
+            arms[results.parent.name] = records
+    return arms
+
+
+def summary_rows(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per strategy: means over seeds of final and average-incremental test accuracy, and
+    the warm-minus-cold style gap to ``cold`` paired by seed (same split and init)."""
+    by_strategy: dict[str, dict[int, list[dict]]] = defaultdict(dict)
+    for records in arms.values():
+        by_strategy[records[0]["strategy"]][records[0]["seed"]] = records
+    num_phases = max(len(r) for r in arms.values()) if arms else 0
+
+    def final(records):
+        return records[-1]["test_accuracy"] if len(records) == num_phases else None
+
+    def average(records):
+        return float(np.mean([r["test_accuracy"] for r in records])) if len(records) == num_phases else None
+
+    rows = []
+    cold = by_strategy.get("cold", {})
+    for strategy, seeds in by_strategy.items():
+        finals = [final(r) for r in seeds.values()]
+        averages = [average(r) for r in seeds.values()]
+        gaps = [final(r) - final(cold[s]) for s, r in seeds.items() if s in cold and final(r) is not None
+                and final(cold[s]) is not None]
+        avg_gaps = [average(r) - average(cold[s]) for s, r in seeds.items() if s in cold
+                    and average(r) is not None and average(cold[s]) is not None]
+        complete = [f for f in finals if f is not None]
+        rows.append(
+            {
+                "strategy": strategy,
+                "seeds": len(seeds),
+                "phases_done": min(len(r) for r in seeds.values()),
+                "final_test_accuracy": float(np.mean(complete)) if complete else None,
+                "avg_incremental_test_accuracy": float(np.mean([a for a in averages if a is not None]))
+                if complete else None,
+                "final_train_accuracy": float(np.mean([r[-1]["train_accuracy"] for r in seeds.values()])),
+                "gap_vs_cold_final": float(np.mean(gaps)) if gaps and strategy != "cold" else None,
+                "gap_vs_cold_avg": float(np.mean(avg_gaps)) if avg_gaps and strategy != "cold" else None,
+            }
+        )
+    return rows
+
+
+def _fmt(value: Any, percent: bool = True, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        scaled = 100 * value if percent else value
+        return f"{scaled:+.2f}" if signed else f"{scaled:.2f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    header = (
+        "| strategy | seeds | phases | final test acc (%) | avg incremental test acc (%) | final train acc (%) "
+        "| gap vs cold, final (pts) | gap vs cold, avg (pts) |\n|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| {r['strategy']} | {r['seeds']} | {r['phases_done']} | {_fmt(r['final_test_accuracy'])} | "
+        f"{_fmt(r['avg_incremental_test_accuracy'])} | {_fmt(r['final_train_accuracy'])} | "
+        f"{_fmt(r['gap_vs_cold_final'], signed=True)} | {_fmt(r['gap_vs_cold_avg'], signed=True)} |"
+        for r in rows
+    ]
+    return header + "\n".join(lines) + "\n"
+
+
+def plot_accuracy_per_phase(arms: dict[str, list[dict[str, Any]]], path: str | Path) -> None:
+    """Fig.-1 style: train and test accuracy after each phase, one line per strategy (seed mean)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, dict[str, list[list[float]]]] = defaultdict(lambda: {"train": [], "test": []})
+    for records in arms.values():
+        strategy = records[0]["strategy"]
+        curves[strategy]["train"].append([100 * r["train_accuracy"] for r in records])
+        curves[strategy]["test"].append([100 * r["test_accuracy"] for r in records])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, key in zip(axes, ("train", "test")):
+        for strategy, runs in curves.items():
+            length = min(len(run) for run in runs[key])
+            values = np.mean([run[:length] for run in runs[key]], axis=0)
+            ax.plot(np.arange(1, length + 1), values, marker="o", label=strategy)
+        ax.set_xlabel("phase")
+        ax.set_ylabel(f"{key} accuracy (%)")
+        ax.set_title(f"{key} accuracy after each phase")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_run_summary(run_dir: str | Path) -> str:
+    """Write summary.md, summary.csv and fig1.png into the run directory; return the table."""
+    run_dir = Path(run_dir)
+    arms = load_run_results(run_dir)
+    rows = summary_rows(arms)
+    table = markdown_table(rows)
+    atomic_write_text(run_dir / "summary.md", f"# {run_dir.name}\n\n{table}")
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(run_dir / "summary.csv", buffer.getvalue())
+    if arms:
+        plot_accuracy_per_phase(arms, run_dir / "fig1.png")
+    return table
