@@ -17,6 +17,7 @@ def main_train(argv: list[str]) -> int:
             build_parser().print_help()
         return 0 if argv else 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_library_progress_bars()
     try:
         config = parse_config(argv)
         from warmstart_hf.loop import run_experiment
@@ -29,6 +30,17 @@ def main_train(argv: list[str]) -> int:
         _destroy_process_group()
     print(f"Run directory: {run_dir}")
     return 0
+
+
+def _quiet_library_progress_bars() -> None:
+    """Keep the console to the run's own progress bar (weights saving/loading bars add nothing)."""
+    import datasets
+    import huggingface_hub
+    import transformers
+
+    huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def _destroy_process_group() -> None:

@@ -31,7 +31,7 @@ import torch
 import yaml
 from datasets import Dataset
 from tqdm.auto import tqdm
-from transformers import PrinterCallback, TrainingArguments, default_data_collator
+from transformers import PrinterCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from warmstart_hf.config import ConfigError, RecipeConfig
@@ -40,6 +40,7 @@ from warmstart_hf.data import (
     build_augmentation,
     build_phase_plan,
     channel_statistics,
+    collate_pixels,
     load_source,
     to_pixel_dataset,
 )
@@ -62,7 +63,7 @@ class PreparedData:
     """The decoded data and the plan shared by all arms of one seed."""
 
     plan: PhasePlan
-    train: Dataset  # pixel_values (uint8 CxHxW), labels; torch-formatted
+    train: Dataset  # pixel_values (uint8 CxHxW), labels; numpy-formatted (see collate_pixels)
     test: Dataset
     model_config: TimmClassifierConfig
 
@@ -225,7 +226,7 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             model=model,
             args=_phase_training_args(config, phase_dir, phase),
             train_dataset=phase_train,
-            data_collator=default_data_collator,
+            data_collator=collate_pixels,
             augment=augment,
             lr_milestones=config.incremental.lr_milestones,
             lr_gamma=config.incremental.lr_gamma,
@@ -260,8 +261,9 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             "resumed_from_checkpoint": checkpoint is not None,
         }
         carried_state = unwrap_optimizer_state(trainer.optimizer) if strategy.carries_optimizer_state() else None
+        trainer.save_model(str(phase_dir))  # every rank calls it (FSDP gathers); the main one writes
         if is_main:
-            trainer.save_model(str(phase_dir))
+            (phase_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in config.yaml
             if carried_state is not None:
                 save_optimizer_state(carried_state, phase_dir / OPTIMIZER_STATE_FILE)
             append_jsonl_atomic(directory / "results.jsonl", record)

@@ -2,7 +2,7 @@
 
 from warmstart_hf.data.augment import AUGMENTATIONS, build_augmentation
 from warmstart_hf.data.phases import PhasePlan, build_phase_plan
-from warmstart_hf.data.pixels import channel_statistics, to_pixel_dataset
+from warmstart_hf.data.pixels import channel_statistics, collate_pixels, to_pixel_dataset
 from warmstart_hf.data.sources import load_source
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "build_augmentation",
     "build_phase_plan",
     "channel_statistics",
+    "collate_pixels",
     "load_source",
     "to_pixel_dataset",
 ]

@@ -25,7 +25,10 @@ def _decode_batch(batch: dict, image_size: int, num_channels: int) -> dict:
 
 
 def to_pixel_dataset(ds: Dataset, image_size: int, num_channels: int) -> Dataset:
-    """``pixel_values`` (uint8, C x H x W) and ``labels`` (int64), torch-formatted."""
+    """``pixel_values`` (stored as uint8, C x H x W) and ``labels``, numpy-formatted.
+
+    datasets' numpy and torch formatters return integer arrays as int64; :func:`collate_pixels`
+    narrows each batch back to uint8, so what moves to the device is 1 byte per pixel."""
     features = Features(
         {
             "pixel_values": Array3D(shape=(num_channels, image_size, image_size), dtype="uint8"),
@@ -41,7 +44,15 @@ def to_pixel_dataset(ds: Dataset, image_size: int, num_channels: int) -> Dataset
         features=features,
         desc="Decoding images to uint8 tensors",
     )
-    return pixels.with_format("torch")
+    return pixels.with_format("numpy")
+
+
+def collate_pixels(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack rows into ``pixel_values`` (uint8) and ``labels`` (int64) tensors."""
+    return {
+        "pixel_values": torch.from_numpy(np.stack([r["pixel_values"] for r in rows]).astype(np.uint8)),
+        "labels": torch.as_tensor(np.asarray([r["labels"] for r in rows], dtype=np.int64)),
+    }
 
 
 def channel_statistics(pixels: Dataset, batch_size: int = 4096) -> tuple[list[float], list[float]]:
@@ -50,7 +61,7 @@ def channel_statistics(pixels: Dataset, batch_size: int = 4096) -> tuple[list[fl
     total_sq = None
     count = 0
     for start in range(0, len(pixels), batch_size):
-        x = pixels[start : start + batch_size]["pixel_values"].to(torch.float64) / 255.0
+        x = torch.from_numpy(np.asarray(pixels[start : start + batch_size]["pixel_values"])).double() / 255.0
         s = x.sum(dim=(0, 2, 3))
         sq = (x * x).sum(dim=(0, 2, 3))
         total = s if total is None else total + s

@@ -48,7 +48,7 @@ class TimmClassifierConfig(PretrainedConfig):
 class TimmImageClassifier(PreTrainedModel):
     """``forward(pixel_values, labels=None)`` -> ``ImageClassifierOutput(loss, logits)``.
 
-    ``pixel_values`` may be uint8 in [0, 255] (the training data path) or float in [0, 1].
+    ``pixel_values`` may be integers in [0, 255] (the uint8 training data path) or floats in [0, 1].
     """
 
     config_class = TimmClassifierConfig
@@ -71,7 +71,7 @@ class TimmImageClassifier(PreTrainedModel):
         """Keep timm's initialization: a cold start is timm's default draw, not the HF scheme."""
 
     def normalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = pixel_values.float() / 255.0 if pixel_values.dtype == torch.uint8 else pixel_values.float()
+        x = pixel_values.float() if pixel_values.is_floating_point() else pixel_values.float() / 255.0
         return (x - self.image_mean) / self.image_std
 
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
