@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Train every arm of a recipe through its phases.
 
-    python scripts/train_incremental.py recipes/digits.yaml [--field value ...]
-    accelerate launch scripts/train_incremental.py recipes/cifar100.yaml
+python scripts/train_incremental.py recipes/digits.yaml [--field value ...]
+accelerate launch scripts/train_incremental.py recipes/cifar100.yaml
 """
 
 import sys

@@ -182,9 +182,21 @@ class RecipeConfig:
             "training": {
                 k: _plain(getattr(tr, k))
                 for k in (
-                    "seed", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                    "gradient_accumulation_steps", "optim", "optim_args", "weight_decay", "adam_beta1",
-                    "adam_beta2", "adam_epsilon", "lr_scheduler_type", "warmup_steps", "max_grad_norm",
+                    "seed",
+                    "learning_rate",
+                    "num_train_epochs",
+                    "max_steps",
+                    "per_device_train_batch_size",
+                    "gradient_accumulation_steps",
+                    "optim",
+                    "optim_args",
+                    "weight_decay",
+                    "adam_beta1",
+                    "adam_beta2",
+                    "adam_epsilon",
+                    "lr_scheduler_type",
+                    "warmup_steps",
+                    "max_grad_norm",
                 )
             },
         }
@@ -222,6 +234,10 @@ class _RecipeArgumentParser(HfArgumentParser):
                 f"Recipe field `{name}` has value {value!r}; allowed values are {allowed}. "
                 f"Fix: set `{name}` to one of them."
             )
+        generic = re.match(r"argument --(\w+)[^:]*: (.*)", message)
+        if generic:
+            name, detail = generic.groups()
+            raise ConfigError(f"Recipe field `{name}` is invalid: {detail.rstrip('.')}. Fix: correct `{name}`.")
         raise ConfigError(f"Invalid recipe or command line: {message}.")
 
 
@@ -237,7 +253,6 @@ def _build_parser() -> tuple[_RecipeArgumentParser, dict[str, argparse.Action]]:
         if action.nargs == "+":
             action.nargs = "*"  # an empty list (augmentation: []) is a valid value
     return parser, actions
-
 
 
 def _unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:

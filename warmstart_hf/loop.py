@@ -131,6 +131,10 @@ def run_experiment(config: RecipeConfig) -> Path:
     args = config.training
     is_main = args.process_index == 0
     if is_main:
+        print(
+            f"Run {config.run_dir}: arms {config.incremental.strategies}, {config.num_phases} phases, "
+            f"world_size={args.world_size}, device={args.device}"
+        )
         record = {"fingerprint": config.experiment_fingerprint(), **config.to_dict()}
         atomic_write_text(config.run_dir / "config.yaml", yaml.safe_dump(record, sort_keys=False))
     for name in config.incremental.strategies:

@@ -21,7 +21,9 @@ def save_optimizer_state(state: dict[str, Any], path: str | Path) -> None:
                 tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{key}"] = value
-    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": list(g["params"])} for g in state["param_groups"]]
+    groups = [
+        {k: v for k, v in g.items() if k != "params"} | {"params": list(g["params"])} for g in state["param_groups"]
+    ]
     save_file(tensors, str(path), metadata={"param_groups": json.dumps(groups), "scalars": json.dumps(scalars)})
 
 

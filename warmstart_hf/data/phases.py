@@ -138,8 +138,9 @@ def build_phase_plan(
             f"Class group {groups[empty[0]]} of phase {empty[0]} has no training examples. Fix: check "
             "`label_column`, use fewer `num_phases`, or raise `max_train_examples`."
         )
-    return PhasePlan(scenario, seed, num_phases, num_classes, _as_ints(class_order), groups,
-                     _ints2(chunks), _ints2(test_groups))
+    return PhasePlan(
+        scenario, seed, num_phases, num_classes, _as_ints(class_order), groups, _ints2(chunks), _ints2(test_groups)
+    )
 
 
 def _ints2(lists) -> list[list[int]]:

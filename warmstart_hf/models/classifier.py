@@ -58,7 +58,10 @@ class TimmImageClassifier(PreTrainedModel):
     def __init__(self, config: TimmClassifierConfig):
         super().__init__(config)
         self.timm_model = timm.create_model(
-            config.timm_model, pretrained=False, num_classes=config.num_labels, in_chans=config.num_channels,
+            config.timm_model,
+            pretrained=False,
+            num_classes=config.num_labels,
+            in_chans=config.num_channels,
             **config.model_kwargs,
         )
         shape = (1, config.num_channels, 1, 1)

@@ -42,10 +42,16 @@ def summary_rows(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     for strategy, seeds in by_strategy.items():
         finals = [final(r) for r in seeds.values()]
         averages = [average(r) for r in seeds.values()]
-        gaps = [final(r) - final(cold[s]) for s, r in seeds.items() if s in cold and final(r) is not None
-                and final(cold[s]) is not None]
-        avg_gaps = [average(r) - average(cold[s]) for s, r in seeds.items() if s in cold
-                    and average(r) is not None and average(cold[s]) is not None]
+        gaps = [
+            final(r) - final(cold[s])
+            for s, r in seeds.items()
+            if s in cold and final(r) is not None and final(cold[s]) is not None
+        ]
+        avg_gaps = [
+            average(r) - average(cold[s])
+            for s, r in seeds.items()
+            if s in cold and average(r) is not None and average(cold[s]) is not None
+        ]
         complete = [f for f in finals if f is not None]
         rows.append(
             {
@@ -54,7 +60,8 @@ def summary_rows(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 "phases_done": min(len(r) for r in seeds.values()),
                 "final_test_accuracy": float(np.mean(complete)) if complete else None,
                 "avg_incremental_test_accuracy": float(np.mean([a for a in averages if a is not None]))
-                if complete else None,
+                if complete
+                else None,
                 "final_train_accuracy": float(np.mean([r[-1]["train_accuracy"] for r in seeds.values()])),
                 "gap_vs_cold_final": float(np.mean(gaps)) if gaps and strategy != "cold" else None,
                 "gap_vs_cold_avg": float(np.mean(avg_gaps)) if avg_gaps and strategy != "cold" else None,

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from warmstart_hf.data.augment import build_augmentation, random_crop, random_horizontal_flip
+
+
+def test_random_crop_is_a_window_of_the_padded_image_per_sample():
+    torch.manual_seed(0)
+    images = torch.randint(1, 255, (64, 3, 6, 6), dtype=torch.uint8)
+    out = random_crop(images, padding=2)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = F.pad(images, (2, 2, 2, 2))
+    offsets = set()
+    for b in range(images.shape[0]):
+        matches = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(padded[b, :, dy : dy + 6, dx : dx + 6], out[b])
+        ]
+        assert matches, "every output must be a window of its own padded input"
+        offsets.add(matches[0])
+    assert len(offsets) > 5  # offsets differ between samples of one batch
+
+
+def test_horizontal_flip_mirrors_about_half_of_the_batch():
+    torch.manual_seed(0)
+    images = torch.randint(0, 255, (400, 1, 4, 5), dtype=torch.uint8)
+    out = random_horizontal_flip(images)
+    flipped = [torch.equal(out[b], images[b].flip(-1)) and not torch.equal(out[b], images[b]) for b in range(400)]
+    kept = [torch.equal(out[b], images[b]) for b in range(400)]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert 150 < sum(flipped) < 250
+
+
+def test_no_augmentation_is_none_and_composition_keeps_shape():
+    assert build_augmentation([]) is None
+    augment = build_augmentation(["crop", "flip"], crop_padding=4)
+    x = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
+    assert augment(x).shape == x.shape

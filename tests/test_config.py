@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from warmstart_hf.config import ConfigError, parse_config
+
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+
+
+def test_recipes_exist():
+    names = {p.name for p in RECIPES}
+    assert {"digits.yaml", "digits_class_incremental.yaml", "cifar100.yaml", "cifar100_class_incremental.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_parses_and_states_its_command(path):
+    config = parse_config([str(path)])
+    assert config.training.run_name
+    header = path.read_text().splitlines()[0]
+    assert header.startswith("#")
+    assert f"recipes/{path.name}" in path.read_text().split("\n\n")[0]
+
+
+def test_cifar100_recipe_is_the_papers_protocol():
+    c = parse_config([str(REPO / "recipes" / "cifar100.yaml")])
+    assert c.data.dataset == "uoft-cs/cifar100" and c.data.image_column == "img"
+    assert c.data.label_column == "fine_label"
+    assert c.model.model_width == 1.0 and c.model.model_name == "resnet18_cifar"
+    assert c.training.optim.value == "sgd" and "momentum=0.9" in c.training.optim_args
+    assert c.training.learning_rate == 0.1 and c.training.weight_decay == 5e-4
+    assert c.training.per_device_train_batch_size == 128 and c.training.num_train_epochs == 100
+    assert c.incremental.lr_milestones == [20, 60] and c.incremental.lr_gamma == 0.1
+    assert c.incremental.augmentation == ["crop", "flip"] and c.incremental.crop_padding == 4
+    assert c.incremental.strategies == ["warm", "cold"]
+
+
+def test_command_line_overrides_the_recipe():
+    c = parse_config(
+        [str(REPO / "recipes" / "digits.yaml"), "--seed", "3", "--num_phases", "4", "--strategies", "cold,warm"]
+    )
+    assert c.training.seed == 3 and c.num_phases == 4 and c.incremental.strategies == ["cold", "warm"]
+
+
+def test_empty_augmentation_list_means_none(tiny_recipe):
+    c = parse_config(recipe={**tiny_recipe, "augmentation": []})
+    assert c.incremental.augmentation == []
+
+
+def test_resolved_config_round_trips_through_yaml(tiny_recipe):
+    c = parse_config(recipe=tiny_recipe)
+    dumped = yaml.safe_dump(c.to_dict())
+    assert yaml.safe_load(dumped)["incremental"]["strategies"] == ["warm", "cold"]
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ({"num_phasess": 3}, ["num_phasess", "num_phases"]),
+        ({"num_phases": "three"}, ["num_phases", "three", "int"]),
+        ({"num_phases": 0}, ["num_phases", "at least 1"]),
+        ({"learning_rate": -0.1}, ["learning_rate", "-0.1", "positive"]),
+        ({"num_train_epochs": 0}, ["num_train_epochs", "positive"]),
+        ({"strategies": ["warm", "luke_warm"]}, ["strategies", "luke_warm", "cold"]),
+        ({"model_name": "resnet_nope"}, ["model_name", "resnet_nope"]),
+        ({"scenario": "task"}, ["scenario", "task", "data"]),
+        ({"seed": [1, 2]}, ["seed", "single value"]),
+        ({"strategies": "warm"}, ["strategies", "list"]),
+        ({"use_cpu": "maybe"}, ["use_cpu", "maybe", "true/false"]),
+        ({"lr_milestones": [2], "lr_scheduler_type": "cosine"}, ["lr_scheduler_type", "constant"]),
+        ({"phase_fractions": [0.6, 0.5]}, ["phase_fractions", "increasing"]),
+        ({"augmentation": ["crop", "mixup"]}, ["augmentation", "mixup"]),
+    ],
+)
+def test_bad_recipe_values_fail_with_field_value_and_fix(tiny_recipe, override, needles):
+    with pytest.raises(ConfigError) as info:
+        parse_config(recipe={**tiny_recipe, **override})
+    message = str(info.value)
+    for needle in needles:
+        assert needle in message
+    assert "Fix" in message or "allowed" in message
+
+
+def test_unknown_command_line_option_is_rejected():
+    with pytest.raises(ConfigError, match="seeed"):
+        parse_config([str(REPO / "recipes" / "digits.yaml"), "--seeed", "3"])
+
+
+def test_script_exits_2_on_bad_input_and_leaves_run_dir_untouched(tmp_path):
+    run_dir = tmp_path / "runs" / "kept"
+    run_dir.mkdir(parents=True)
+    (run_dir / "marker.txt").write_text("keep me")
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": "sklearn:digits",
+                "num_phases": 11,
+                "scenario": "class",
+                "output_dir": str(tmp_path / "runs"),
+                "run_name": "kept",
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train_incremental.py"), str(recipe)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "num_phases" in proc.stderr and "11" in proc.stderr and "10 classes" in proc.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == ["marker.txt"]

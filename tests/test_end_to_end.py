@@ -1,0 +1,177 @@
+"""Tiny real runs: real datasets, Trainer and Accelerate, checked on the numbers they write."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import REPO
+from warmstart_hf.config import ConfigError, parse_config
+from warmstart_hf.loop import run_experiment
+from warmstart_hf.trainer import PhaseTrainer
+
+FIELDS = {
+    "phase",
+    "strategy",
+    "seed",
+    "num_train_examples",
+    "classes_seen",
+    "train_accuracy",
+    "train_loss",
+    "test_accuracy",
+    "test_accuracy_masked",
+    "test_accuracy_full",
+    "accuracy_per_group",
+    "start_distance_to_previous",
+    "epochs",
+    "steps",
+    "train_seconds",
+    "samples_per_second",
+}
+TIMING = {"train_seconds", "samples_per_second", "resumed_from_checkpoint"}
+
+
+def _results(run_dir, arm):
+    return [json.loads(line) for line in (run_dir / arm / "results.jsonl").read_text().splitlines()]
+
+
+def _without_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+@pytest.mark.slow
+def test_tiny_data_incremental_run_writes_everything(tiny_recipe):
+    run_dir = run_experiment(parse_config(recipe=tiny_recipe))
+    assert (run_dir / "config.yaml").exists()
+    for name in ("summary.md", "summary.csv", "fig1.png"):
+        assert (run_dir / name).stat().st_size > 0
+    split = json.loads((run_dir / "warm-seed0" / "split.json").read_text())
+    assert split == json.loads((run_dir / "cold-seed0" / "split.json").read_text())  # paired arms
+    warm, cold = _results(run_dir, "warm-seed0"), _results(run_dir, "cold-seed0")
+    assert [r["phase"] for r in warm] == [0, 1, 2]
+    for record in warm + cold:
+        assert set(record) >= FIELDS
+        assert record["num_train_examples"] == len(split["phases"][record["phase"]]["train_indices"])
+        assert record["test_accuracy"] == record["test_accuracy_masked"] == record["test_accuracy_full"]
+        assert len(record["accuracy_per_group"]) == 3
+        assert 0.0 <= record["train_accuracy"] <= 1.0
+        assert record["epochs"] == 2.0
+    assert [r["num_train_examples"] for r in warm] == [80, 160, 240]
+    assert [r["steps"] for r in warm] == [6, 10, 16]  # ceil(n / 32) per epoch, 2 epochs
+    # phase 0 starts from the same theta0 in both arms, on the same data: identical results
+    assert _without_timing(warm[:1]) == [{**r, "strategy": "warm"} for r in _without_timing(cold[:1])]
+    assert warm[1]["start_distance_to_previous"] == 0.0 and warm[2]["start_distance_to_previous"] == 0.0
+    assert cold[1]["start_distance_to_previous"] > 1.0 and cold[2]["start_distance_to_previous"] > 1.0
+    # the warm phase really starts from the previous phase's final weights: phase-01 differs from
+    # phase-00 by training only, and the saved checkpoint files are safetensors
+    p0 = load_file(run_dir / "warm-seed0" / "phase-00" / "model.safetensors")
+    theta0 = load_file(run_dir / "warm-seed0" / "init" / "model.safetensors")
+    assert any(not torch.equal(p0[k], theta0[k]) for k in p0)
+    assert not list((run_dir / "warm-seed0").rglob("*.bin")) and not list(
+        (run_dir / "warm-seed0").rglob("checkpoint-*")
+    )
+    table = (run_dir / "summary.md").read_text()
+    assert "| warm |" in table and "| cold |" in table
+
+
+@pytest.mark.slow
+def test_class_incremental_masks_and_restricts_to_seen_classes(tiny_recipe):
+    recipe = {**tiny_recipe, "scenario": "class", "num_train_epochs": 1, "strategies": ["warm"]}
+    run_dir = run_experiment(parse_config(recipe=recipe))
+    split = json.loads((run_dir / "warm-seed0" / "split.json").read_text())
+    records = _results(run_dir, "warm-seed0")
+    assert [r["classes_seen"] for r in records] == [4, 7, 10]
+    assert [len(g) for g in split["class_groups"]] == [4, 3, 3]
+    for r in records[:-1]:
+        assert r["test_accuracy_masked"] >= r["test_accuracy"]  # masking can only help
+    last = records[-1]
+    assert last["test_accuracy"] == pytest.approx(last["test_accuracy_full"])
+
+
+@pytest.mark.slow
+def test_finished_arms_are_skipped_and_other_settings_refused(tiny_recipe):
+    recipe = {**tiny_recipe, "num_train_epochs": 1, "strategies": ["warm"]}
+    run_dir = run_experiment(parse_config(recipe=recipe))
+    before = (run_dir / "warm-seed0" / "results.jsonl").read_text()
+    run_experiment(parse_config(recipe=recipe))
+    assert (run_dir / "warm-seed0" / "results.jsonl").read_text() == before
+    with pytest.raises(ConfigError, match="learning_rate"):
+        run_experiment(parse_config(recipe={**recipe, "learning_rate": 0.2}))
+
+
+class _Interrupt(RuntimeError):
+    pass
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_recipe, tmp_path, monkeypatch):
+    recipe = {
+        **tiny_recipe,
+        "strategies": ["warm"],
+        "optimizer_state": "carry",
+        "save_strategy": "steps",
+        "save_steps": 3,
+    }
+    reference = run_experiment(parse_config(recipe={**recipe, "run_name": "reference"}))
+
+    original = PhaseTrainer.training_step
+    calls = {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6 + 8:  # phase 0 has 6 steps; die at step 8 of phase 1 (after checkpoint-6)
+            raise _Interrupt("simulated crash")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PhaseTrainer, "training_step", interrupted)
+    with pytest.raises(_Interrupt):
+        run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
+    arm = reference.parent / "resumed" / "warm-seed0"
+    assert len(_results(arm.parent, "warm-seed0")) == 1
+    assert (arm / "phase-01" / "checkpoint-6").is_dir()
+    monkeypatch.setattr(PhaseTrainer, "training_step", original)
+    resumed = run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
+    got = _results(resumed, "warm-seed0")
+    assert got[1]["resumed_from_checkpoint"] is True
+    assert _without_timing(got) == _without_timing(_results(reference, "warm-seed0"))
+    final_a = load_file(reference / "warm-seed0" / "phase-02" / "model.safetensors")
+    final_b = load_file(resumed / "warm-seed0" / "phase-02" / "model.safetensors")
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_accelerate(tiny_recipe, tmp_path):
+    import yaml
+
+    recipe_path = tmp_path / "tiny.yaml"
+    recipe_path.write_text(yaml.safe_dump({**tiny_recipe, "num_train_epochs": 1}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"),
+            str(REPO / "scripts" / "train_incremental.py"),
+            str(recipe_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "tiny"
+    warm = _results(run_dir, "warm-seed0")
+    assert [r["phase"] for r in warm] == [0, 1, 2]
+    # two ranks with 32 per device: each step sees 64 examples, so half the single-process steps
+    assert [r["steps"] for r in warm] == [2, 3, 4]
+    assert "world_size=2" in proc.stdout + proc.stderr

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from datasets import ClassLabel, Image
+from PIL import Image as PILImage
+
+from warmstart_hf.config import ConfigError, DataArguments
+from warmstart_hf.data import channel_statistics, collate_pixels, load_source, to_pixel_dataset
+
+
+def test_sklearn_digits_is_embedded_with_image_and_classlabel_features():
+    ds = load_source(DataArguments(dataset="sklearn:digits", test_size=0.25), seed=0)
+    assert isinstance(ds["train"].features["image"], Image)
+    assert isinstance(ds["train"].features["label"], ClassLabel)
+    assert ds["train"].features["label"].num_classes == 10
+    assert len(ds["train"]) + len(ds["test"]) == 1797
+    assert len(ds["test"]) == math.ceil(1797 * 0.25)  # train_test_split rounds the test share up
+    # stratified carve: every class is in the test split
+    assert set(ds["test"]["label"][:]) == set(range(10))
+
+
+def _write_image_folder(root, classes=("cat", "dog", "eel"), per_class=4, size=(10, 12)):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                array = rng.integers(0, 255, size=(*size, 3), dtype=np.uint8)
+                PILImage.fromarray(array).save(folder / f"{i}.png")
+
+
+def test_imagefolder_source_and_pixel_conversion(tmp_path):
+    _write_image_folder(tmp_path)
+    ds = load_source(DataArguments(dataset=f"imagefolder:{tmp_path}"), seed=0)
+    assert ds["train"].features["label"].names == ["cat", "dog", "eel"]
+    assert len(ds["train"]) == 12 and len(ds["test"]) == 12
+    pixels = to_pixel_dataset(ds["train"], image_size=8, num_channels=3)
+    batch = collate_pixels([pixels[i] for i in range(5)])
+    assert batch["pixel_values"].dtype.is_floating_point is False
+    assert str(batch["pixel_values"].dtype) == "torch.uint8"
+    assert tuple(batch["pixel_values"].shape) == (5, 3, 8, 8)
+    assert batch["labels"].tolist() == pixels[:5]["labels"].tolist()
+    mean, std = channel_statistics(pixels, batch_size=5)
+    raw = np.stack([np.asarray(pixels[i]["pixel_values"]) for i in range(len(pixels))]) / 255.0
+    assert np.allclose(mean, raw.mean(axis=(0, 2, 3)), atol=1e-5)
+    assert np.allclose(std, raw.std(axis=(0, 2, 3)), atol=1e-5)
+
+
+def test_missing_label_column_names_the_columns(tmp_path):
+    _write_image_folder(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_source(DataArguments(dataset=f"imagefolder:{tmp_path}", label_column="fine_label"), seed=0)
+    message = str(info.value)
+    assert "label_column" in message and "fine_label" in message and "'label'" in message
+
+
+def test_missing_image_column(tmp_path):
+    with pytest.raises(ConfigError, match="image_column.*img"):
+        load_source(DataArguments(dataset="sklearn:digits", image_column="img"), seed=0)
+
+
+def test_hub_id_offline_says_offline_or_wrong_id():
+    with pytest.raises(ConfigError) as info:
+        load_source(DataArguments(dataset="no-such-user/no-such-dataset-xyz"), seed=0)
+    message = str(info.value)
+    assert "no-such-user/no-such-dataset-xyz" in message and "offline" in message and "wrong" in message

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import Array3D, Dataset, Features, Value
+from transformers import TrainingArguments
+
+from warmstart_hf.data import collate_pixels
+from warmstart_hf.models import build_classifier_config, create_classifier
+from warmstart_hf.trainer import PhaseTrainer, unwrap_optimizer_state
+
+
+@pytest.fixture
+def pixels():
+    rng = np.random.default_rng(0)
+    features = Features({"pixel_values": Array3D((1, 8, 8), "uint8"), "labels": Value("int64")})
+    return Dataset.from_dict(
+        {"pixel_values": rng.integers(0, 255, (40, 1, 8, 8), dtype=np.uint8), "labels": rng.integers(0, 4, 40)},
+        features=features,
+    ).with_format("numpy")
+
+
+def _model():
+    cfg = build_classifier_config(
+        "resnet18_cifar", num_labels=4, num_channels=1, image_size=8, width=0.125, image_mean=[0.5], image_std=[0.5]
+    )
+    return create_classifier(cfg, 0)
+
+
+def _trainer(tmp_path, model, data, **kwargs):
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        per_device_train_batch_size=10,
+        num_train_epochs=4,
+        learning_rate=0.1,
+        optim="sgd",
+        optim_args="momentum=0.9",
+        weight_decay=1e-3,
+        save_strategy="no",
+        report_to="none",
+        remove_unused_columns=False,
+        lr_scheduler_type="constant",
+        disable_tqdm=True,
+    )
+    return PhaseTrainer(model=model, args=args, train_dataset=data, data_collator=collate_pixels, **kwargs)
+
+
+def test_multistep_schedule_multiplies_lr_at_epoch_milestones(tmp_path, pixels):
+    trainer = _trainer(tmp_path, _model(), pixels, lr_milestones=[1, 3], lr_gamma=0.1)
+    trainer.create_optimizer_and_scheduler(num_training_steps=16)  # 4 steps per epoch
+    lrs = []
+    for _ in range(16):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert lrs[:4] == pytest.approx([0.1] * 4)
+    assert lrs[4:12] == pytest.approx([0.01] * 8)
+    assert lrs[12:] == pytest.approx([0.001] * 4)
+
+
+def test_weight_decay_on_every_parameter_by_default(tmp_path, pixels):
+    trainer = _trainer(tmp_path, _model(), pixels)
+    trainer.create_optimizer()
+    decayed = sum(len(g["params"]) for g in trainer.optimizer.param_groups if g["weight_decay"] > 0)
+    assert decayed == len(list(trainer.model.parameters()))
+    hf_rule = _trainer(tmp_path, _model(), pixels, weight_decay_scope="no_bias_norm")
+    hf_rule.create_optimizer()
+    assert sum(len(g["params"]) for g in hf_rule.optimizer.param_groups if g["weight_decay"] > 0) < decayed
+
+
+def test_carried_optimizer_state_keeps_momentum_but_restarts_lr(tmp_path, pixels):
+    model = _model()
+    first = _trainer(tmp_path / "a", model, pixels, lr_milestones=[1], lr_gamma=0.1)
+    first.train()
+    state = unwrap_optimizer_state(first.optimizer)
+    assert state["param_groups"][0]["lr"] == pytest.approx(0.01)  # decayed at the end of phase 1
+    carried = _trainer(tmp_path / "b", model, pixels, initial_optimizer_state=state)
+    carried.create_optimizer()
+    inner = carried.optimizer
+    params = list(model.parameters())
+    for index, param in enumerate(params):
+        assert torch.equal(inner.state[param]["momentum_buffer"], state["state"][index]["momentum_buffer"])
+    assert inner.param_groups[0]["lr"] == pytest.approx(0.1)
+    reset = _trainer(tmp_path / "c", model, pixels)
+    reset.create_optimizer()
+    assert len(reset.optimizer.state) == 0
+
+
+def test_augmentation_runs_only_in_training(tmp_path, pixels):
+    seen = []
+
+    def spy(images):
+        seen.append(images.dtype)
+        return images
+
+    trainer = _trainer(tmp_path, _model(), pixels, augment=spy)
+    trainer.args.num_train_epochs = 1
+    trainer.train()
+    assert seen and all(d == torch.uint8 for d in seen)
+    count = len(seen)
+    trainer.predict(pixels)
+    assert len(seen) == count
