@@ -97,6 +97,12 @@ class IncrementalArguments:
         metadata={"help": "Epochs at which the LR is multiplied by lr_gamma (multi-step schedule)."},
     )
     lr_gamma: float = field(default=0.1, metadata={"help": "Multiplier applied at each lr_milestone."})
+    diagnostics: bool = field(
+        default=True, metadata={"help": "Compute plasticity diagnostics at the end of every phase."}
+    )
+    diagnostics_samples: int = field(
+        default=1000, metadata={"help": "Size of the fixed test sample the diagnostics use."}
+    )
     weight_decay_scope: Literal["all", "no_bias_norm"] = field(
         default="all",
         metadata={"help": "all: decay every parameter (the CIFAR references); no_bias_norm: the Trainer's rule."},
@@ -105,15 +111,63 @@ class IncrementalArguments:
 
 @dataclass
 class StrategyArguments:
-    """Options of the between-phase strategies. Each strategy documents which ones it reads."""
+    """Options of the between-phase strategies. Each strategy's docstring says which ones it reads
+    and which published variant each value reproduces (README, 'Strategies')."""
 
-    optimizer_state: Literal["reset", "carry"] = field(
-        default="reset",
-        metadata={"help": "warm: reset the optimizer each phase (DASH warm_rm, Ash) or carry it (DASH warm)."},
+    optimizer_state: Literal["reset", "carry"] | None = field(
+        default=None,
+        metadata={
+            "help": "Reset the optimizer each phase or carry its state (momentum, Adam moments). Unset: the "
+            "strategy's reference default (warm, interpolate_init, fresh_init, resets: reset; "
+            "gaussian S&P, DASH: carry)."
+        },
     )
     cold_init: Literal["fresh", "same"] = field(
         default="fresh",
         metadata={"help": "cold: a fresh random draw per phase, or restore theta0 incl. BatchNorm buffers."},
+    )
+    sp_mode: Literal["gaussian", "fresh_init", "interpolate_init"] = field(
+        default="gaussian",
+        metadata={
+            "help": "Shrink & Perturb form: gaussian (Ash & Adams paper, DASH repo), fresh_init (Ash & Adams "
+            "code), interpolate_init (Hare & Tortoise, FIRE)."
+        },
+    )
+    sp_shrink: float | None = field(
+        default=None, metadata={"help": "Shrink factor (default 0.3 for gaussian, 0.4 for fresh_init)."}
+    )
+    sp_noise: float = field(default=0.01, metadata={"help": "gaussian: std of the added noise."})
+    sp_perturb: float = field(default=0.1, metadata={"help": "fresh_init: weight of the fresh initialization."})
+    sp_interpolation: float = field(
+        default=0.8, metadata={"help": "interpolate_init: c in theta <- (1 - c) theta + c theta0."}
+    )
+    sp_head_interpolation: float | None = field(
+        default=None, metadata={"help": "interpolate_init: c for the classifier head (default: sp_interpolation)."}
+    )
+    sp_include_norm: bool = field(
+        default=False, metadata={"help": "gaussian: also shrink and perturb BatchNorm gamma/beta."}
+    )
+    sp_apply_before_first_phase: bool = field(
+        default=False, metadata={"help": "fresh_init: also apply to the initial weights (as the Ash & Adams code)."}
+    )
+    dash_alpha: float = field(default=0.3, metadata={"help": "DASH: EMA weight of each batch's negative gradient."})
+    dash_lam: float = field(default=0.3, metadata={"help": "DASH: lower clamp of the shrink factor."})
+    dash_granularity: Literal["kernel", "filter"] = field(
+        default="kernel",
+        metadata={"help": "DASH: one factor per (output, input) kernel slice (official) or per output filter."},
+    )
+    dash_micro_batch_size: int = field(
+        default=1024,
+        metadata={"help": "DASH: memory bound only; each chunk-size batch's gradient is accumulated exactly."},
+    )
+    reset_k: int = field(default=1, metadata={"help": "reset_last_k: how many stages (or blocks) to re-initialize."})
+    reset_unit: Literal["stage", "block"] = field(
+        default="stage", metadata={"help": "reset_last_k: count residual stages or residual blocks."}
+    )
+    l2_init_lam: float = field(default=1e-2, metadata={"help": "l2_init: lam in lam * ||theta - theta0||^2."})
+    ht_ema: float = field(default=0.999, metadata={"help": "hare_tortoise: EMA decay of the tortoise per step."})
+    ht_reset_epochs: int = field(
+        default=10, metadata={"help": "hare_tortoise: reset the hare to the tortoise every N epochs."}
     )
 
 
@@ -419,6 +473,27 @@ def validate_config(config: RecipeConfig) -> None:
         raise _fail("per_device_train_batch_size", tr.per_device_train_batch_size, "it must be at least 1")
     if inc.crop_padding < 0:
         raise _fail("crop_padding", inc.crop_padding, "it must be non-negative")
+    s = config.strategy
+    for name, low, high in (
+        ("sp_noise", 0.0, None),
+        ("sp_perturb", 0.0, None),
+        ("sp_shrink", 0.0, None),
+        ("sp_interpolation", 0.0, 1.0),
+        ("sp_head_interpolation", 0.0, 1.0),
+        ("dash_alpha", 1e-12, 1.0),
+        ("dash_lam", 0.0, 1.0),
+        ("l2_init_lam", 0.0, None),
+        ("ht_ema", 0.0, 1.0),
+    ):
+        value = getattr(s, name)
+        if value is not None and (value < low or (high is not None and value > high)):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise _fail(name, value, f"it must be {bound}")
+    for name in ("reset_k", "ht_reset_epochs", "dash_micro_batch_size"):
+        if getattr(s, name) < 1:
+            raise _fail(name, getattr(s, name), "it must be at least 1")
+    if inc.diagnostics_samples < 1:
+        raise _fail("diagnostics_samples", inc.diagnostics_samples, "it must be at least 1")
     if inc.lr_milestones:
         if tr.lr_scheduler_type.value not in ("constant", "constant_with_warmup"):
             raise _fail(

@@ -8,7 +8,8 @@ Layout of a run (``<output_dir>/<run_name>/``)::
         split.json               the phase plan (class order, train indices per phase, test groups)
         init/                    theta0 (safetensors + config.json)
         results.jsonl            one JSON object per finished phase, rewritten atomically
-        phase-XX/                final model of phase XX (+ optimizer_state.safetensors when carried)
+        phase-XX/                final model of phase XX (+ optimizer_state.safetensors when carried,
+                                 + <companion>.safetensors, e.g. the Hare & Tortoise tortoise)
             checkpoint-N/        Trainer checkpoints while the phase runs (removed when it ends)
 
 A phase is finished when its line is in ``results.jsonl``; that line is written last. Running the
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import yaml
 from datasets import Dataset
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
@@ -45,7 +47,13 @@ from warmstart_hf.data import (
     to_pixel_dataset,
 )
 from warmstart_hf.io import append_jsonl_atomic, atomic_write_json, atomic_write_text, read_jsonl
-from warmstart_hf.metrics import phase_metrics
+from warmstart_hf.metrics import companion_metrics, phase_metrics
+from warmstart_hf.metrics.diagnostics import (
+    activation_diagnostics,
+    diagnostic_sample,
+    gradient_norm,
+    weight_diagnostics,
+)
 from warmstart_hf.models import TimmClassifierConfig, TimmImageClassifier, build_classifier_config, create_classifier
 from warmstart_hf.optimizer_state import load_optimizer_state, save_optimizer_state
 from warmstart_hf.report import write_run_summary
@@ -168,9 +176,28 @@ def _predict(trainer: PhaseTrainer, dataset: Dataset) -> tuple[np.ndarray, np.nd
     return np.asarray(output.predictions), np.asarray(output.label_ids)
 
 
+def _save_companions(phase_dir: Path, companions: dict[str, torch.nn.Module]) -> None:
+    for name, module in companions.items():
+        tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        save_file(tensors, str(phase_dir / f"{name}.safetensors"))
+
+
+def _phase_diagnostics(config, model, data, plan, phase, init_state, previous, sample_seed) -> dict[str, Any]:
+    """Gradient norms at the start of the phase (old chunks vs the new one), on fixed samples."""
+    size = config.incremental.diagnostics_samples
+    old = plan.train_indices(phase - 1) if phase > 0 else []
+    new = plan.chunks[phase]
+    pick = lambda idx: [idx[i] for i in diagnostic_sample(len(idx), size, sample_seed)]  # noqa: E731
+    return {
+        "grad_norm_old_data": gradient_norm(model, data.train.select(pick(old))) if old else None,
+        "grad_norm_new_data": gradient_norm(model, data.train.select(pick(new))),
+    }
+
+
 def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> list[dict[str, Any]]:
     """Train one strategy through every phase; returns the arm's results (one dict per phase)."""
     args = config.training
+    inc = config.incremental
     is_main = args.process_index == 0
     seed = args.seed
     plan = data.plan
@@ -184,7 +211,7 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
     split_path = directory / "split.json"
     if split_path.exists() and PhasePlan.load(split_path) != plan:
         raise RuntimeError(f"{split_path} differs from the plan this code computes for seed {seed}.")
-    init_model = create_classifier(data.model_config, derive_seed(seed, "init", 0))
+    init_model = create_classifier(data.model_config, derive_seed(seed, "init"))
     init_state = {k: v.detach().clone() for k, v in init_model.state_dict().items()}
     if is_main:
         if not split_path.exists():
@@ -204,27 +231,39 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
 
     epochs = int(np.ceil(args.num_train_epochs)) if args.max_steps <= 0 else 1
     bar = tqdm(total=num_phases * epochs, initial=start_phase * epochs, desc=directory.name) if is_main else None
-    augment = build_augmentation(config.incremental.augmentation, crop_padding=config.incremental.crop_padding)
+    augment = build_augmentation(inc.augmentation, crop_padding=inc.crop_padding)
+    diagnostics_set = None
+    if inc.diagnostics:
+        picked = diagnostic_sample(len(data.test), inc.diagnostics_samples, derive_seed(seed, "diagnostics"))
+        diagnostics_set = data.test.select(picked)
 
     for phase in range(start_phase, num_phases):
         phase_dir = directory / f"phase-{phase:02d}"
         train_indices = plan.train_indices(phase)
         phase_train = data.train.select(train_indices)
+        checkpoint = get_last_checkpoint(str(phase_dir)) if phase_dir.is_dir() else None
         context = PhaseContext(
             phase=phase,
             num_phases=num_phases,
             previous_model=model,
-            fresh_model=lambda p=phase: create_classifier(data.model_config, derive_seed(seed, "init", p)),
+            fresh_model=lambda p=phase: create_classifier(data.model_config, derive_seed(seed, "fresh", p)),
             init_state=init_state,
             train_dataset=phase_train,
             new_indices=plan.chunks[phase],
             seed=derive_seed(seed, "strategy", phase),
             options=config.strategy,
+            previous_phase_dir=directory / f"phase-{phase - 1:02d}" if phase > 0 else None,
+            resume_checkpoint=checkpoint,
         )
         previous = _param_vector(model) if phase > 0 else None
         start = strategy.prepare(context)
         model = start.model
         distance = float(torch.linalg.vector_norm(_param_vector(model) - previous)) if previous is not None else None
+        diagnostics: dict[str, Any] = {}
+        if inc.diagnostics and is_main:
+            diagnostics = _phase_diagnostics(
+                config, model, data, plan, phase, init_state, previous, derive_seed(seed, "diagnostics", phase)
+            )
 
         trainer = PhaseTrainer(
             model=model,
@@ -232,14 +271,14 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             train_dataset=phase_train,
             data_collator=collate_pixels,
             augment=augment,
-            lr_milestones=config.incremental.lr_milestones,
-            lr_gamma=config.incremental.lr_gamma,
-            weight_decay_scope=config.incremental.weight_decay_scope,
+            lr_milestones=inc.lr_milestones,
+            lr_gamma=inc.lr_gamma,
+            weight_decay_scope=inc.weight_decay_scope,
             initial_optimizer_state=carried_state if start.carry_optimizer_state else None,
-            callbacks=[PhaseProgress(bar, f"phase {phase + 1}/{num_phases}")],
+            regularizer=start.regularizer,
+            callbacks=[PhaseProgress(bar, f"phase {phase + 1}/{num_phases}"), *start.callbacks],
         )
         trainer.remove_callback(PrinterCallback)
-        checkpoint = get_last_checkpoint(str(phase_dir)) if phase_dir.is_dir() else None
         if bar is not None:
             bar.set_description(f"{directory.name} phase {phase + 1}/{num_phases}")
         started = time.perf_counter()
@@ -264,12 +303,25 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             "samples_per_second": round(len(train_indices) * trained_epochs / seconds, 2) if seconds > 0 else None,
             "resumed_from_checkpoint": checkpoint is not None,
         }
+        if is_main and inc.diagnostics:
+            batch = args.per_device_eval_batch_size
+            record["diagnostics"] = {
+                **activation_diagnostics(model, diagnostics_set, batch),
+                **weight_diagnostics(model, init_state, previous),
+                **diagnostics,
+            }
+        if is_main and start.companions:
+            record["companions"] = {
+                name: companion_metrics(companion, plan, phase, phase_train, data.test, args.per_device_eval_batch_size)
+                for name, companion in start.companions.items()
+            }
         carried_state = unwrap_optimizer_state(trainer.optimizer) if strategy.carries_optimizer_state() else None
         trainer.save_model(str(phase_dir))  # every rank calls it (FSDP gathers); the main one writes
         if is_main:
             (phase_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in config.yaml
             if carried_state is not None:
                 save_optimizer_state(carried_state, phase_dir / OPTIMIZER_STATE_FILE)
+            _save_companions(phase_dir, start.companions)
             append_jsonl_atomic(directory / "results.jsonl", record)
             for stale in phase_dir.glob("checkpoint-*"):
                 shutil.rmtree(stale, ignore_errors=True)

@@ -2,14 +2,16 @@
 
 It adds to ``transformers.Trainer`` only what the references need: batched augmentation on the
 device inside the training step, a multi-step learning-rate schedule (x gamma at given epochs, as
-in the target study), weight decay on every parameter (the CIFAR references' rule), and an optional
-optimizer state carried over from the previous phase. Everything else (devices, DDP/FSDP, mixed
-precision, checkpoints, resume, logging) is the Trainer's own.
+in the target study), weight decay on every parameter (the CIFAR references' rule), an optional
+optimizer state carried over from the previous phase, and a strategy's regularizer added to the
+loss. Everything else (devices, DDP/FSDP, mixed precision, checkpoints, resume, logging) is the
+Trainer's own.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,6 +32,7 @@ class PhaseTrainer(Trainer):
         lr_gamma: float = 0.1,
         weight_decay_scope: str = "all",
         initial_optimizer_state: dict[str, Any] | None = None,
+        regularizer: Callable[[torch.nn.Module], torch.Tensor] | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -38,11 +41,16 @@ class PhaseTrainer(Trainer):
         self.lr_gamma = lr_gamma
         self.weight_decay_scope = weight_decay_scope
         self.initial_optimizer_state = initial_optimizer_state
+        self.regularizer = regularizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and self.augment is not None:
             inputs = {**inputs, "pixel_values": self.augment(inputs["pixel_values"])}
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and self.regularizer is not None:
+            # On the unwrapped model: the same parameters DDP reduces, identical on every rank.
+            loss = loss + self.regularizer(self.model)
+        return (loss, outputs) if return_outputs else loss
 
     def get_decay_parameter_names(self, model) -> list[str]:
         if self.weight_decay_scope == "all":

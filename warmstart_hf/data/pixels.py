@@ -70,3 +70,13 @@ def channel_statistics(pixels: Dataset, batch_size: int = 4096) -> tuple[list[fl
     mean = total / count
     std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def iter_pixel_batches(pixels: Dataset, batch_size: int):
+    """``(pixel_values uint8, labels int64)`` tensors over a pixel dataset, in order, no augmentation."""
+    for start in range(0, len(pixels), batch_size):
+        rows = pixels[start : start + batch_size]
+        yield (
+            torch.from_numpy(np.asarray(rows["pixel_values"]).astype(np.uint8)),
+            torch.as_tensor(np.asarray(rows["labels"], dtype=np.int64)),
+        )

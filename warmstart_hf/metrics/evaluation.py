@@ -52,3 +52,28 @@ def phase_metrics(
         "test_accuracy_full": accuracy(test_pred, test_labels),
         "accuracy_per_group": [accuracy(test_pred[g], test_labels[g]) for g in map(np.asarray, plan.test_groups)],
     }
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, pixels, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of ``model`` (eval mode) over a pixel dataset, without augmentation."""
+    from warmstart_hf.data.pixels import iter_pixel_batches
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    for x, y in iter_pixel_batches(pixels, batch_size):
+        logits.append(model(x.to(device)).logits.float().cpu())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def companion_metrics(model, plan: PhasePlan, phase: int, train_pixels, test_pixels, batch_size: int) -> dict:
+    """The accuracy fields of :func:`phase_metrics` for an extra model (e.g. the tortoise)."""
+    train_logits, train_labels = predict_logits(model, train_pixels, batch_size)
+    test_logits, test_labels = predict_logits(model, test_pixels, batch_size)
+    metrics = phase_metrics(plan, phase, train_logits, train_labels, test_logits, test_labels)
+    metrics.pop("classes_seen")
+    return metrics

@@ -31,6 +31,18 @@ def create_strategy(name: str, options: StrategyArguments | None = None) -> Stra
     return STRATEGIES[name](options or StrategyArguments())
 
 
-from warmstart_hf.strategies import warm_cold  # noqa: E402,F401 - registers warm and cold
+# Registering imports (each module adds its strategies to STRATEGIES).
+from warmstart_hf.strategies import hare_tortoise, regularizers, resets, warm_cold  # noqa: E402,F401
+from warmstart_hf.strategies.dash import dash  # noqa: E402
+from warmstart_hf.strategies.shrink_perturb import shrink_perturb  # noqa: E402
 
-__all__ = ["STRATEGIES", "PhaseContext", "PhaseStart", "Strategy", "create_strategy", "register_strategy"]
+__all__ = [
+    "STRATEGIES",
+    "PhaseContext",
+    "PhaseStart",
+    "Strategy",
+    "create_strategy",
+    "dash",
+    "register_strategy",
+    "shrink_perturb",
+]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from datasets import Dataset
 from torch import nn
 
 from warmstart_hf.config import StrategyArguments
+from warmstart_hf.data.pixels import iter_pixel_batches
 
 
 @dataclass
@@ -20,7 +22,8 @@ class PhaseContext:
     ``previous_model`` is the model after the previous phase (at phase 0: the initial model, theta0).
     ``fresh_model()`` returns a new random draw of the architecture for this phase (deterministic from
     the arm's seed and the phase; for finetuning it reloads the pretrained weights). ``init_state`` is
-    theta0: the initial parameters and buffers.
+    theta0: the initial parameters and buffers. ``train_dataset`` holds every example seen so far, in
+    chunk order (the newest chunk last); ``new_indices`` are the newest chunk's source indices.
     """
 
     phase: int
@@ -32,22 +35,43 @@ class PhaseContext:
     new_indices: list[int]
     seed: int
     options: StrategyArguments
+    previous_phase_dir: Path | None = None  # where the previous phase's files are (for strategy state)
+    resume_checkpoint: str | None = None  # the Trainer checkpoint an interrupted phase resumes from
+
+    def generator(self) -> torch.Generator:
+        """A CPU generator seeded for this arm and phase (identical on every process)."""
+        return torch.Generator().manual_seed(self.seed)
+
+    def seen_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """All data seen so far in fixed order, newest chunk last, without augmentation."""
+        return iter_pixel_batches(self.train_dataset, batch_size)
 
 
 @dataclass
 class PhaseStart:
-    """A strategy's decision: the model to train, whether the optimizer state carries over, and stats."""
+    """A strategy's decision for one phase.
+
+    ``model``: the model to train. ``carry_optimizer_state``: keep the previous phase's optimizer
+    state. ``stats``: what the intervention did (written to results). ``regularizer``: a term added to
+    every training loss, ``regularizer(model) -> scalar``. ``callbacks``: TrainerCallbacks for the
+    phase (per-step work). ``companions``: extra models evaluated and saved at the end of the phase.
+    """
 
     model: nn.Module
     carry_optimizer_state: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+    regularizer: Callable[[nn.Module], torch.Tensor] | None = None
+    callbacks: list[Any] = field(default_factory=list)
+    companions: dict[str, nn.Module] = field(default_factory=dict)
 
 
 class Strategy:
-    """Base class: subclasses set ``name`` and ``reference`` and implement :meth:`prepare`."""
+    """Base class: subclasses set ``reference`` and ``default_optimizer_state`` and implement
+    :meth:`prepare`. ``name`` is set by :func:`register_strategy`."""
 
     name: str = ""
     reference: str = ""
+    default_optimizer_state: str = "reset"
 
     def __init__(self, options: StrategyArguments):
         self.options = options
@@ -56,5 +80,6 @@ class Strategy:
         raise NotImplementedError
 
     def carries_optimizer_state(self) -> bool:
-        """Whether the loop must keep each phase's final optimizer state for the next phase."""
-        return False
+        """Whether the optimizer state carries into the next phase (the recipe's ``optimizer_state``
+        or, when unset, this strategy's reference default)."""
+        return (self.options.optimizer_state or self.default_optimizer_state) == "carry"

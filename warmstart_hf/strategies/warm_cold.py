@@ -23,9 +23,6 @@ class WarmStart(Strategy):
     def prepare(self, ctx: PhaseContext) -> PhaseStart:
         return PhaseStart(model=ctx.previous_model, carry_optimizer_state=self.carries_optimizer_state())
 
-    def carries_optimizer_state(self) -> bool:
-        return self.options.optimizer_state == "carry"
-
 
 @register_strategy("cold")
 class ColdStart(Strategy):
@@ -39,6 +36,9 @@ class ColdStart(Strategy):
     """
 
     reference = "Ash & Adams 2020 (fresh draw); FIRE full reset (cold_init: same)"
+
+    def carries_optimizer_state(self) -> bool:
+        return False  # a cold start is a new training run: its optimizer is always new
 
     def prepare(self, ctx: PhaseContext) -> PhaseStart:
         if ctx.phase == 0:
