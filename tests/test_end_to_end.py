@@ -110,14 +110,12 @@ class _Interrupt(RuntimeError):
 
 
 @pytest.mark.slow
-def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_recipe, tmp_path, monkeypatch):
-    recipe = {
-        **tiny_recipe,
-        "strategies": ["warm"],
-        "optimizer_state": "carry",
-        "save_strategy": "steps",
-        "save_steps": 3,
-    }
+@pytest.mark.parametrize(
+    ("strategy", "options"),
+    [("warm", {"optimizer_state": "carry"}), ("hare_tortoise", {"ht_reset_epochs": 1, "ht_ema": 0.5})],
+)
+def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_recipe, monkeypatch, strategy, options):
+    recipe = {**tiny_recipe, "strategies": [strategy], **options, "save_strategy": "steps", "save_steps": 3}
     reference = run_experiment(parse_config(recipe={**recipe, "run_name": "reference"}))
 
     original = PhaseTrainer.training_step
@@ -132,16 +130,16 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_recipe, tmp_
     monkeypatch.setattr(PhaseTrainer, "training_step", interrupted)
     with pytest.raises(_Interrupt):
         run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
-    arm = reference.parent / "resumed" / "warm-seed0"
-    assert len(_results(arm.parent, "warm-seed0")) == 1
+    arm = reference.parent / "resumed" / f"{strategy}-seed0"
+    assert len(_results(arm.parent, f"{strategy}-seed0")) == 1
     assert (arm / "phase-01" / "checkpoint-6").is_dir()
     monkeypatch.setattr(PhaseTrainer, "training_step", original)
     resumed = run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
-    got = _results(resumed, "warm-seed0")
+    got = _results(resumed, f"{strategy}-seed0")
     assert got[1]["resumed_from_checkpoint"] is True
-    assert _without_timing(got) == _without_timing(_results(reference, "warm-seed0"))
-    final_a = load_file(reference / "warm-seed0" / "phase-02" / "model.safetensors")
-    final_b = load_file(resumed / "warm-seed0" / "phase-02" / "model.safetensors")
+    assert _without_timing(got) == _without_timing(_results(reference, f"{strategy}-seed0"))
+    final_a = load_file(reference / f"{strategy}-seed0" / "phase-02" / "model.safetensors")
+    final_b = load_file(resumed / f"{strategy}-seed0" / "phase-02" / "model.safetensors")
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 
 
@@ -175,3 +173,46 @@ def test_two_cpu_processes_with_accelerate(tiny_recipe, tmp_path):
     # two ranks with 32 per device: each step sees 64 examples, so half the single-process steps
     assert [r["steps"] for r in warm] == [2, 3, 4]
     assert "world_size=2" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_every_strategy_runs_end_to_end_with_diagnostics(tiny_recipe):
+    from warmstart_hf.strategies import STRATEGIES
+
+    recipe = {
+        **tiny_recipe,
+        "num_train_epochs": 1,
+        "strategies": sorted(STRATEGIES),
+        "ht_reset_epochs": 1,
+        "diagnostics_samples": 50,
+    }
+    run_dir = run_experiment(parse_config(recipe=recipe))
+    table = (run_dir / "summary.md").read_text()
+    for name in STRATEGIES:
+        records = _results(run_dir, f"{name}-seed0")
+        assert [r["phase"] for r in records] == [0, 1, 2], name
+        assert f"| {name} |" in table
+        for r in records:
+            d = r["diagnostics"]
+            assert 0.0 <= d["dormant_fraction"] <= 1.0 and d["effective_rank"] > 1 and d["num_samples"] == 50
+            assert (d["grad_norm_old_data"] is None) == (r["phase"] == 0) and d["grad_norm_new_data"] > 0
+    warm = _results(run_dir, "warm-seed0")
+    sp = _results(run_dir, "shrink_perturb-seed0")
+    assert sp[1]["strategy_stats"]["mode"] == "gaussian"
+    assert sp[1]["strategy_stats"]["norm_after"] < sp[1]["strategy_stats"]["norm_before"]
+    assert sp[1]["start_distance_to_previous"] > 0
+    d = _results(run_dir, "dash-seed0")[1]["strategy_stats"]
+    assert 0 <= d["clamped_fraction"] <= 1 and d["batch_size"] == 80 and d["num_batches"] == 2
+    assert _results(run_dir, "reset_head-seed0")[1]["strategy_stats"]["reset_modules"] == ["timm_model.fc"]
+    assert _results(run_dir, "reset_last_k-seed0")[1]["strategy_stats"]["reset_modules"] == [
+        "timm_model.layer4",
+        "timm_model.fc",
+    ]
+    l2 = _results(run_dir, "l2_init-seed0")
+    assert l2[0]["train_loss"] != warm[0]["train_loss"]  # the penalty changes training from the first phase
+    ht = _results(run_dir, "hare_tortoise-seed0")
+    assert {"test_accuracy", "train_accuracy"} <= set(ht[2]["companions"]["tortoise"])
+    assert (run_dir / "hare_tortoise-seed0" / "phase-02" / "tortoise.safetensors").exists()
+    assert (run_dir / "dash-seed0" / "phase-01" / "optimizer_state.safetensors").exists()  # DASH carries
+    assert not (run_dir / "warm-seed0" / "phase-01" / "optimizer_state.safetensors").exists()
+    assert (run_dir / "fig1.png").stat().st_size > 0

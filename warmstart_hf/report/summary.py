@@ -93,29 +93,43 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return header + "\n".join(lines) + "\n"
 
 
+PANELS = [
+    ("train accuracy (%)", lambda r: 100 * r["train_accuracy"]),
+    ("test accuracy (%)", lambda r: 100 * r["test_accuracy"]),
+]
+DIAGNOSTIC_PANELS = [
+    ("dormant units (%)", lambda r: 100 * r["diagnostics"]["dormant_fraction"]),
+    ("effective rank of features", lambda r: r["diagnostics"]["effective_rank"]),
+]
+
+
 def plot_accuracy_per_phase(arms: dict[str, list[dict[str, Any]]], path: str | Path) -> None:
-    """Fig.-1 style: train and test accuracy after each phase, one line per strategy (seed mean)."""
+    """Fig.-1 style: train and test accuracy after each phase, one line per strategy (seed mean),
+    plus a diagnostics row (dormant units, effective rank) when the run computed diagnostics."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    curves: dict[str, dict[str, list[list[float]]]] = defaultdict(lambda: {"train": [], "test": []})
+    with_diagnostics = all("diagnostics" in r for records in arms.values() for r in records)
+    panels = PANELS + (DIAGNOSTIC_PANELS if with_diagnostics else [])
+    rows = len(panels) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(10, 4 * rows), constrained_layout=True, squeeze=False)
+    by_strategy: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
     for records in arms.values():
-        strategy = records[0]["strategy"]
-        curves[strategy]["train"].append([100 * r["train_accuracy"] for r in records])
-        curves[strategy]["test"].append([100 * r["test_accuracy"] for r in records])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for ax, key in zip(axes, ("train", "test")):
-        for strategy, runs in curves.items():
-            length = min(len(run) for run in runs[key])
-            values = np.mean([run[:length] for run in runs[key]], axis=0)
+        by_strategy[records[0]["strategy"]].append(records)
+    for ax, (label, value) in zip(axes.flat, panels):
+        for strategy, runs in by_strategy.items():
+            length = min(len(run) for run in runs)
+            values = np.mean([[value(r) for r in run[:length]] for run in runs], axis=0)
             ax.plot(np.arange(1, length + 1), values, marker="o", label=strategy)
         ax.set_xlabel("phase")
-        ax.set_ylabel(f"{key} accuracy (%)")
-        ax.set_title(f"{key} accuracy after each phase")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} after each phase")
         ax.grid(alpha=0.3)
-        ax.legend()
+    axes.flat[0].legend(fontsize="small")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
