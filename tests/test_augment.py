@@ -40,3 +40,22 @@ def test_no_augmentation_is_none_and_composition_keeps_shape():
     augment = build_augmentation(["crop", "flip"], crop_padding=4)
     x = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
     assert augment(x).shape == x.shape
+
+
+def test_rotation_by_a_quarter_turn_is_exact_and_angles_differ_per_sample():
+    import math
+
+    from warmstart_hf.data.augment import random_rotation, rotate
+
+    images = torch.randint(0, 255, (1, 3, 6, 6), dtype=torch.uint8).repeat(2, 1, 1, 1)
+    quarter = rotate(images, torch.tensor([math.pi / 2, -math.pi / 2]))
+    assert torch.equal(quarter[0], torch.rot90(images[0], k=1, dims=(1, 2))) or torch.equal(
+        quarter[0], torch.rot90(images[0], k=-1, dims=(1, 2))
+    )
+    assert torch.equal(quarter[1], torch.rot90(quarter[0], k=2, dims=(1, 2)))  # opposite directions
+    assert torch.equal(rotate(images, torch.zeros(2)), images)
+    torch.manual_seed(0)
+    same = torch.randint(0, 255, (1, 1, 9, 9), dtype=torch.uint8).repeat(16, 1, 1, 1)
+    out = random_rotation(same, degrees=15)
+    assert out.dtype == torch.uint8 and out.shape == same.shape
+    assert len({tuple(o.flatten().tolist()) for o in out}) > 8  # one angle per sample

@@ -216,3 +216,33 @@ def test_every_strategy_runs_end_to_end_with_diagnostics(tiny_recipe):
     assert (run_dir / "dash-seed0" / "phase-01" / "optimizer_state.safetensors").exists()  # DASH carries
     assert not (run_dir / "warm-seed0" / "phase-01" / "optimizer_state.safetensors").exists()
     assert (run_dir / "fig1.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_early_stopping_reloads_the_best_epoch_and_label_noise_is_applied(tiny_recipe):
+    recipe = {
+        **tiny_recipe,
+        "strategies": ["warm"],
+        "num_phases": 2,
+        "phase_fractions": [0.3, 1.0],
+        "label_noise": [0.5, 0.0],
+        "validation_per_class": 3,
+        "stop_rule": "early_stopping",
+        "num_train_epochs": 3,
+        "track_test_curve": True,
+    }
+    run_dir = run_experiment(parse_config(recipe=recipe))
+    records = _results(run_dir, "warm-seed0")
+    split = json.loads((run_dir / "warm-seed0" / "split.json").read_text())
+    assert len(split["noisy_labels"][0]) == round(0.5 * len(split["chunks"][0])) and split["noisy_labels"][1] == {}
+    first = records[0]
+    assert first["label_noise"] == 0.5 and first["train_accuracy"] != first["train_accuracy_clean"]
+    for record in records:
+        curve = record["curve"]
+        assert [p["epoch"] for p in curve] == [1, 2, 3]
+        best = max(p["validation_accuracy_masked"] for p in curve)
+        assert record["best_validation_accuracy"] == pytest.approx(best)
+        assert record["best_step"] in [p["step"] for p in curve]
+        assert all("test_accuracy" in p and "train_accuracy_running" in p for p in curve)
+    assert sum(len(split[k]) for k in ("chunks",)) > 0
+    assert json.loads((run_dir / "warm-seed0" / "split.json").read_text())["num_phases"] == 2

@@ -123,3 +123,31 @@ def test_class_filter_does_not_decode_images(tmp_path):
     ds = Dataset.from_dict({"image": [broken] * 6, "label": [0, 1] * 3}, features=features)
     plan = build_phase_plan(ds, ds, scenario="class", num_phases=2, seed=0)
     assert sorted(plan.train_indices(1)) == list(range(6))
+
+
+def test_label_noise_is_exact_symmetric_seeded_and_recorded(uneven):
+    import json
+
+    from warmstart_hf.data import PhasePlan, add_label_noise
+
+    train, test = uneven
+    labels = np.asarray(train["label"][:])
+    plan = build_phase_plan(train, test, scenario="data", num_phases=2, seed=0, phase_fractions=[0.4, 1.0])
+    noisy = add_label_noise(plan, labels, [0.5, 0.0], seed=0)
+    first = noisy.noisy_labels[0]
+    assert len(first) == round(0.5 * len(plan.train_indices(0)))
+    assert set(first) <= set(plan.train_indices(0))
+    assert all(label != labels[i] and 0 <= label < 7 for i, label in first.items())  # never the true class
+    assert noisy.noisy_labels[1] == {}  # the second phase is clean
+    clean = labels[plan.train_indices(0)].tolist()
+    used = noisy.phase_labels(0, clean)
+    assert sum(a != b for a, b in zip(used, clean)) == len(first)
+    again = add_label_noise(
+        build_phase_plan(train, test, scenario="data", num_phases=2, seed=0, phase_fractions=[0.4, 1.0]),
+        labels,
+        [0.5, 0.0],
+        seed=0,
+    )
+    assert again.noisy_labels == noisy.noisy_labels
+    record = json.loads(json.dumps(noisy.to_json()))
+    assert PhasePlan.from_json(record) == noisy

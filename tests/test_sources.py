@@ -12,7 +12,7 @@ from warmstart_hf.data import channel_statistics, collate_pixels, load_source, t
 
 
 def test_sklearn_digits_is_embedded_with_image_and_classlabel_features():
-    ds = load_source(DataArguments(dataset="sklearn:digits", test_size=0.25), seed=0)
+    ds = load_source(DataArguments(dataset="sklearn:digits", test_size=0.25))
     assert isinstance(ds["train"].features["image"], Image)
     assert isinstance(ds["train"].features["label"], ClassLabel)
     assert ds["train"].features["label"].num_classes == 10
@@ -35,7 +35,7 @@ def _write_image_folder(root, classes=("cat", "dog", "eel"), per_class=4, size=(
 
 def test_imagefolder_source_and_pixel_conversion(tmp_path):
     _write_image_folder(tmp_path)
-    ds = load_source(DataArguments(dataset=f"imagefolder:{tmp_path}"), seed=0)
+    ds = load_source(DataArguments(dataset=f"imagefolder:{tmp_path}"))
     assert ds["train"].features["label"].names == ["cat", "dog", "eel"]
     assert len(ds["train"]) == 12 and len(ds["test"]) == 12
     pixels = to_pixel_dataset(ds["train"], image_size=8, num_channels=3)
@@ -53,18 +53,18 @@ def test_imagefolder_source_and_pixel_conversion(tmp_path):
 def test_missing_label_column_names_the_columns(tmp_path):
     _write_image_folder(tmp_path)
     with pytest.raises(ConfigError) as info:
-        load_source(DataArguments(dataset=f"imagefolder:{tmp_path}", label_column="fine_label"), seed=0)
+        load_source(DataArguments(dataset=f"imagefolder:{tmp_path}", label_column="fine_label"))
     message = str(info.value)
     assert "label_column" in message and "fine_label" in message and "'label'" in message
 
 
 def test_missing_image_column(tmp_path):
     with pytest.raises(ConfigError, match="image_column.*img"):
-        load_source(DataArguments(dataset="sklearn:digits", image_column="img"), seed=0)
+        load_source(DataArguments(dataset="sklearn:digits", image_column="img"))
 
 
 def test_hub_id_offline_says_offline_or_wrong_id():
     with pytest.raises(ConfigError) as info:
-        load_source(DataArguments(dataset="no-such-user/no-such-dataset-xyz"), seed=0)
+        load_source(DataArguments(dataset="no-such-user/no-such-dataset-xyz"))
     message = str(info.value)
     assert "no-such-user/no-such-dataset-xyz" in message and "offline" in message and "wrong" in message

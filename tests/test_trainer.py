@@ -102,3 +102,37 @@ def test_augmentation_runs_only_in_training(tmp_path, pixels):
     count = len(seen)
     trainer.predict(pixels)
     assert len(seen) == count
+
+
+def test_train_accuracy_stop_rule_ends_the_phase_early(tmp_path, pixels):
+    trainer = _trainer(tmp_path, _model(), pixels, stop_train_accuracy=0.0)  # reached after any epoch
+    trainer.train()
+    assert trainer.state.global_step == 4 and trainer.state.epoch == 1.0  # 40 examples / 10 per step
+    logged = [e["train_accuracy_running"] for e in trainer.state.log_history if "train_accuracy_running" in e]
+    assert len(logged) == 1 and 0.0 <= logged[0] <= 1.0
+    full = _trainer(tmp_path / "full", _model(), pixels, stop_train_accuracy=None)
+    full.train()
+    assert full.state.global_step == 16
+
+
+def test_continued_schedule_counts_epochs_from_the_first_phase(tmp_path, pixels):
+    trainer = _trainer(tmp_path, _model(), pixels, lr_milestones=[1, 3], lr_gamma=0.1, epoch_offset=2.0)
+    trainer.create_optimizer_and_scheduler(num_training_steps=16)
+    lrs = []
+    for _ in range(8):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert lrs[:4] == pytest.approx([0.01] * 4)  # global epoch 2: one milestone passed
+    assert lrs[4:] == pytest.approx([0.001] * 4)  # global epoch 3: both
+
+
+def test_warmup_epochs_ramp_the_learning_rate(tmp_path, pixels):
+    trainer = _trainer(tmp_path, _model(), pixels, lr_milestones=[3], warmup_epochs=1.0)
+    trainer.create_optimizer_and_scheduler(num_training_steps=16)
+    lrs = []
+    for _ in range(6):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert lrs == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1, 0.1])

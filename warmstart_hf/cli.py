@@ -32,6 +32,64 @@ def main_train(argv: list[str]) -> int:
     return 0
 
 
+def main_sweep(argv: list[str]) -> int:
+    """``sweep.py GRID.yaml [--commands] [--launcher CMD] [--dry-run]``."""
+    import argparse
+
+    from warmstart_hf import sweep as sweeps
+
+    parser = argparse.ArgumentParser(prog="sweep.py", description="Expand a grid of recipes into arms and run them.")
+    parser.add_argument("grid", help="grid YAML (see warmstart_hf/sweep.py)")
+    parser.add_argument(
+        "--commands",
+        action="store_true",
+        help="write commands.txt (one accelerate launch per arm) and a Slurm array script; run nothing",
+    )
+    parser.add_argument("--launcher", default="accelerate launch", help="prefix of each command (--commands)")
+    parser.add_argument("--dry-run", action="store_true", help="list the configurations and stop")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        sweep = sweeps.load_sweep(args.grid)
+        print(sweeps.describe(sweep))
+        if args.dry_run:
+            return 0
+        if args.commands:
+            commands, slurm = sweeps.write_cluster_files(sweep, args.launcher)
+            print(f"Wrote {commands} and {slurm}; submit with: sbatch {slurm}")
+            return 0
+        _quiet_library_progress_bars()
+        directory = sweeps.run_sweep(sweep)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        _destroy_process_group()
+    print(f"Sweep directory: {directory}\nReport: python scripts/report.py {directory}")
+    return 0
+
+
+def main_report(argv: list[str]) -> int:
+    """``report.py RUN_DIR [RUN_DIR ...] [--out DIR] [--margin POINTS]``."""
+    import argparse
+
+    from warmstart_hf.report.study import write_study_report
+
+    parser = argparse.ArgumentParser(prog="report.py", description="Figures, gap statistics and tables of runs.")
+    parser.add_argument("run_dirs", nargs="+", help="sweep directories (with sweep.json) or run directories")
+    parser.add_argument("--out", default=None, help="output folder (default: FIRST_RUN_DIR/report)")
+    parser.add_argument("--margin", type=float, default=1.0, help="equivalence margin in accuracy points")
+    args = parser.parse_args(argv)
+    try:
+        out = write_study_report(args.run_dirs, args.out, args.margin)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print((out / "report.md").read_text())
+    print(f"Report written to {out}")
+    return 0
+
+
 def _quiet_library_progress_bars() -> None:
     """Keep the console to the run's own progress bar (weights saving/loading bars add nothing)."""
     import datasets

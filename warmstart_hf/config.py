@@ -44,10 +44,17 @@ class DataArguments:
     test_size: float = field(
         default=0.2, metadata={"help": "Fraction of train_split carved (stratified) when test_split is missing."}
     )
+    carve_seed: int = field(
+        default=0, metadata={"help": "Seed of the test/validation carve: part of the dataset, fixed across seeds."}
+    )
     image_size: int = field(default=32, metadata={"help": "Images are resized to image_size x image_size."})
     num_channels: int = field(default=3, metadata={"help": "1 (grayscale) or 3 (RGB)."})
     max_train_examples: int | None = field(default=None, metadata={"help": "Keep the first N train examples."})
     max_test_examples: int | None = field(default=None, metadata={"help": "Keep the first N test examples."})
+    validation_per_class: int | None = field(
+        default=None,
+        metadata={"help": "Carve this many train examples per class as a validation split (Dohare et al.: 50)."},
+    )
 
 
 @dataclass
@@ -106,6 +113,41 @@ class IncrementalArguments:
     weight_decay_scope: Literal["all", "no_bias_norm"] = field(
         default="all",
         metadata={"help": "all: decay every parameter (the CIFAR references); no_bias_norm: the Trainer's rule."},
+    )
+    rotation_degrees: float = field(
+        default=15.0, metadata={"help": "rotate augmentation: a random angle in [-d, d] per sample."}
+    )
+    label_noise: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Per-phase symmetric label noise: the fraction of the phase's training labels replaced "
+            "by a random other class (Hare & Tortoise: 0.5 0.0)."
+        },
+    )
+    stop_rule: Literal["epochs", "train_accuracy", "early_stopping"] = field(
+        default="epochs",
+        metadata={
+            "help": "epochs: num_train_epochs; train_accuracy: stop once the epoch's running train "
+            "accuracy reaches stop_train_accuracy (cap num_train_epochs); early_stopping: evaluate on the "
+            "validation split each epoch and reload the best epoch (validation_per_class required)."
+        },
+    )
+    stop_train_accuracy: float = field(default=0.99, metadata={"help": "train_accuracy stop rule threshold."})
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "early_stopping: stop after N epochs without improvement (unset: never)."}
+    )
+    warmup_epochs: float = field(
+        default=0.0, metadata={"help": "Linear LR warm-up over this many epochs (with lr_milestones)."}
+    )
+    lr_schedule_across_phases: Literal["restart", "continue"] = field(
+        default="restart",
+        metadata={
+            "help": "restart: the schedule starts over each phase (every reference); continue: milestones "
+            "count epochs from the first phase (the confound the references point at)."
+        },
+    )
+    track_test_curve: bool = field(
+        default=False, metadata={"help": "Evaluate test accuracy after every epoch (curves, steps-to-reach)."}
     )
 
 
@@ -236,7 +278,6 @@ class RecipeConfig:
             "training": {
                 k: _plain(getattr(tr, k))
                 for k in (
-                    "seed",
                     "learning_rate",
                     "num_train_epochs",
                     "max_steps",
@@ -382,13 +423,14 @@ def load_recipe_file(path: str | Path) -> dict[str, Any]:
 
 
 def parse_config(argv: list[str] | None = None, recipe: dict[str, Any] | None = None) -> RecipeConfig:
-    """Parse ``[recipe.yaml] [--field value ...]`` (or a recipe dict) into a validated RecipeConfig."""
+    """Parse ``[recipe.yaml] [--field value ...]`` into a validated RecipeConfig. ``recipe`` (a dict)
+    overrides the file's values and is overridden by the command line."""
     argv = list(argv or [])
     parser, actions = _build_parser()
     recipe_path = None
     if argv and not argv[0].startswith("-"):
         recipe_path = argv.pop(0)
-        recipe = {**(recipe or {}), **load_recipe_file(recipe_path)}
+        recipe = {**load_recipe_file(recipe_path), **(recipe or {})}
     where = recipe_path or "the recipe"
     defaults_argv, _ = _yaml_to_argv(TRAINING_DEFAULTS, actions, "the project defaults")
     recipe_argv, nulls = _yaml_to_argv(recipe or {}, actions, where)
@@ -494,6 +536,24 @@ def validate_config(config: RecipeConfig) -> None:
             raise _fail(name, getattr(s, name), "it must be at least 1")
     if inc.diagnostics_samples < 1:
         raise _fail("diagnostics_samples", inc.diagnostics_samples, "it must be at least 1")
+    if inc.label_noise is not None:
+        if len(inc.label_noise) != config.num_phases:
+            raise _fail("label_noise", inc.label_noise, f"give one rate per phase ({config.num_phases} phases)")
+        if any(not 0 <= r < 1 for r in inc.label_noise):
+            raise _fail("label_noise", inc.label_noise, "each rate must be in [0, 1)")
+    if inc.stop_rule == "early_stopping" and not d.validation_per_class:
+        raise _fail("stop_rule", inc.stop_rule, "early_stopping needs a validation split: set validation_per_class")
+    if not 0 < inc.stop_train_accuracy <= 1:
+        raise _fail("stop_train_accuracy", inc.stop_train_accuracy, "it must be in (0, 1]")
+    if d.validation_per_class is not None and d.validation_per_class < 1:
+        raise _fail("validation_per_class", d.validation_per_class, "it must be at least 1")
+    if inc.lr_schedule_across_phases == "continue" and tr.lr_scheduler_type.value not in (
+        "constant",
+        "constant_with_warmup",
+    ):
+        raise _fail("lr_schedule_across_phases", "continue", "it needs lr_milestones or a constant lr_scheduler_type")
+    if inc.warmup_epochs < 0:
+        raise _fail("warmup_epochs", inc.warmup_epochs, "it must be non-negative")
     if inc.lr_milestones:
         if tr.lr_scheduler_type.value not in ("constant", "constant_with_warmup"):
             raise _fail(

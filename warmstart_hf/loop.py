@@ -33,12 +33,13 @@ import yaml
 from datasets import Dataset
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from transformers import PrinterCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, PrinterCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from warmstart_hf.config import ConfigError, RecipeConfig
 from warmstart_hf.data import (
     PhasePlan,
+    add_label_noise,
     build_augmentation,
     build_phase_plan,
     channel_statistics,
@@ -47,7 +48,7 @@ from warmstart_hf.data import (
     to_pixel_dataset,
 )
 from warmstart_hf.io import append_jsonl_atomic, atomic_write_json, atomic_write_text, read_jsonl
-from warmstart_hf.metrics import companion_metrics, phase_metrics
+from warmstart_hf.metrics import accuracy, companion_metrics, phase_metrics
 from warmstart_hf.metrics.diagnostics import (
     activation_diagnostics,
     diagnostic_sample,
@@ -74,12 +75,13 @@ class PreparedData:
     train: Dataset  # pixel_values (uint8 CxHxW), labels; numpy-formatted (see collate_pixels)
     test: Dataset
     model_config: TimmClassifierConfig
+    validation: Dataset | None = None
 
 
 def prepare_data(config: RecipeConfig) -> PreparedData:
     """Load, validate and decode the data and build the phase plan. Writes nothing to the run dir."""
     seed = config.training.seed
-    source = load_source(config.data, seed)
+    source = load_source(config.data)
     inc = config.incremental
     plan = build_phase_plan(
         source["train"],
@@ -90,9 +92,13 @@ def prepare_data(config: RecipeConfig) -> PreparedData:
         phase_fractions=inc.phase_fractions,
         class_order=inc.class_order,
     )
+    if inc.label_noise and any(inc.label_noise):
+        plan = add_label_noise(plan, np.asarray(source["train"]["label"][:]), inc.label_noise, seed)
+    size, channels = config.data.image_size, config.data.num_channels
     with config.training.main_process_first(desc="decoding images"):
-        train = to_pixel_dataset(source["train"], config.data.image_size, config.data.num_channels)
-        test = to_pixel_dataset(source["test"], config.data.image_size, config.data.num_channels)
+        train = to_pixel_dataset(source["train"], size, channels)
+        test = to_pixel_dataset(source["test"], size, channels)
+        validation = to_pixel_dataset(source["validation"], size, channels) if "validation" in source else None
     mean, std = config.model.image_mean, config.model.image_std
     if mean is None or std is None:
         stats_mean, stats_std = channel_statistics(train)
@@ -108,7 +114,7 @@ def prepare_data(config: RecipeConfig) -> PreparedData:
         image_std=std,
         id2label=dict(enumerate(names)),
     )
-    return PreparedData(plan, train, test, model_config)
+    return PreparedData(plan, train, test, model_config, validation)
 
 
 def _check_run_dir(config: RecipeConfig) -> None:
@@ -163,12 +169,75 @@ def _param_vector(model: torch.nn.Module) -> torch.Tensor:
 
 def _phase_training_args(config: RecipeConfig, phase_dir: Path, phase: int) -> TrainingArguments:
     seed = config.training.seed
+    inc = config.incremental
+    evaluate_each_epoch = inc.track_test_curve or inc.stop_rule == "early_stopping"
+    extra: dict[str, Any] = {}
+    if evaluate_each_epoch:
+        extra = {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    if inc.stop_rule == "early_stopping":
+        extra.update(
+            load_best_model_at_end=True, metric_for_best_model="validation_accuracy_masked", greater_is_better=True
+        )
     return dataclasses.replace(
         config.training,
         output_dir=str(phase_dir),
         seed=derive_seed(seed, "train", phase),  # data order + augmentation; shared by all arms
         run_name=f"{config.training.run_name}-{phase_dir.parent.name}-{phase_dir.name}",
+        **extra,
     )
+
+
+def _phase_train_dataset(data: PreparedData, plan: PhasePlan, phase: int) -> Dataset:
+    """The phase's cumulative training set, with that phase's noisy labels swapped in (if any)."""
+    dataset = data.train.select(plan.train_indices(phase))
+    if plan.noisy_labels and plan.noisy_labels[phase]:
+        labels = plan.phase_labels(phase, np.asarray(dataset["labels"][:]).tolist())
+        dataset = dataset.remove_columns("labels").add_column("labels", labels).with_format("numpy")
+    return dataset
+
+
+def _eval_sets(data: PreparedData, plan: PhasePlan, phase: int, config: RecipeConfig) -> dict[str, Dataset]:
+    """Per-epoch evaluation sets: the validation split (early stopping) and the test examples of the
+    classes seen so far (curves), both restricted to seen classes."""
+    seen = set(plan.classes_seen(phase))
+    sets = {}
+    if config.incremental.stop_rule == "early_stopping" and data.validation is not None:
+        labels = np.asarray(data.validation["labels"][:])
+        sets["validation"] = data.validation.select(np.flatnonzero([y in seen for y in labels]))
+    if config.incremental.track_test_curve:
+        groups = plan.test_groups if plan.class_groups is None else plan.test_groups[: phase + 1]
+        sets["test"] = data.test.select(sorted(i for group in groups for i in group))
+    return sets
+
+
+def _accuracy_metrics(seen: list[int]):
+    """compute_metrics for per-epoch evaluation: accuracy with the full head and with masked logits."""
+
+    def compute(prediction) -> dict[str, float]:
+        logits, labels = np.asarray(prediction.predictions), np.asarray(prediction.label_ids)
+        masked = np.full_like(logits, -np.inf)
+        masked[:, seen] = logits[:, seen]
+        return {
+            "accuracy": accuracy(logits.argmax(-1), labels),
+            "accuracy_masked": accuracy(masked.argmax(-1), labels),
+        }
+
+    return compute
+
+
+def _curve(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-epoch points from the Trainer's log history: running train accuracy and any evaluations."""
+    points: dict[int, dict[str, Any]] = {}
+    for entry in log_history:
+        if "epoch" not in entry:
+            continue
+        epoch = round(entry["epoch"])
+        point = points.setdefault(epoch, {"epoch": epoch})
+        for key, value in entry.items():
+            if key == "train_accuracy_running" or (key.startswith("eval_") and key.endswith(("accuracy", "masked"))):
+                point[key.removeprefix("eval_")] = value
+                point["step"] = entry["step"]
+    return [points[e] for e in sorted(points) if len(points[e]) > 1]
 
 
 def _predict(trainer: PhaseTrainer, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +300,7 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
 
     epochs = int(np.ceil(args.num_train_epochs)) if args.max_steps <= 0 else 1
     bar = tqdm(total=num_phases * epochs, initial=start_phase * epochs, desc=directory.name) if is_main else None
-    augment = build_augmentation(inc.augmentation, crop_padding=inc.crop_padding)
+    augment = build_augmentation(inc.augmentation, crop_padding=inc.crop_padding, rotation_degrees=inc.rotation_degrees)
     diagnostics_set = None
     if inc.diagnostics:
         picked = diagnostic_sample(len(data.test), inc.diagnostics_samples, derive_seed(seed, "diagnostics"))
@@ -240,7 +309,7 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
     for phase in range(start_phase, num_phases):
         phase_dir = directory / f"phase-{phase:02d}"
         train_indices = plan.train_indices(phase)
-        phase_train = data.train.select(train_indices)
+        phase_train = _phase_train_dataset(data, plan, phase)
         checkpoint = get_last_checkpoint(str(phase_dir)) if phase_dir.is_dir() else None
         context = PhaseContext(
             phase=phase,
@@ -265,10 +334,20 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
                 config, model, data, plan, phase, init_state, previous, derive_seed(seed, "diagnostics", phase)
             )
 
+        eval_sets = _eval_sets(data, plan, phase, config)
+        callbacks = [PhaseProgress(bar, f"phase {phase + 1}/{num_phases}"), *start.callbacks]
+        if inc.stop_rule == "early_stopping" and inc.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=inc.early_stopping_patience))
+        continued = inc.lr_schedule_across_phases == "continue"
         trainer = PhaseTrainer(
             model=model,
             args=_phase_training_args(config, phase_dir, phase),
             train_dataset=phase_train,
+            eval_dataset=eval_sets or None,
+            compute_metrics=_accuracy_metrics(plan.classes_seen(phase)) if eval_sets else None,
+            stop_train_accuracy=inc.stop_train_accuracy if inc.stop_rule == "train_accuracy" else None,
+            warmup_epochs=inc.warmup_epochs,
+            epoch_offset=sum(r["epochs"] for r in results[:phase]) if continued else 0.0,
             data_collator=collate_pixels,
             augment=augment,
             lr_milestones=inc.lr_milestones,
@@ -276,7 +355,7 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             weight_decay_scope=inc.weight_decay_scope,
             initial_optimizer_state=carried_state if start.carry_optimizer_state else None,
             regularizer=start.regularizer,
-            callbacks=[PhaseProgress(bar, f"phase {phase + 1}/{num_phases}"), *start.callbacks],
+            callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)
         if bar is not None:
@@ -302,7 +381,16 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             "train_seconds": round(seconds, 3),
             "samples_per_second": round(len(train_indices) * trained_epochs / seconds, 2) if seconds > 0 else None,
             "resumed_from_checkpoint": checkpoint is not None,
+            "stop_rule": inc.stop_rule,
+            "curve": _curve(trainer.state.log_history),
         }
+        if inc.stop_rule == "early_stopping":
+            record["best_validation_accuracy"] = trainer.state.best_metric
+            record["best_step"] = trainer.state.best_global_step
+        if plan.noisy_labels:
+            clean = np.asarray(data.train.select(train_indices)["labels"][:])
+            record["label_noise"] = inc.label_noise[phase]
+            record["train_accuracy_clean"] = accuracy(train_logits.argmax(-1), clean)
         if is_main and inc.diagnostics:
             batch = args.per_device_eval_batch_size
             record["diagnostics"] = {

@@ -33,6 +33,9 @@ class PhaseTrainer(Trainer):
         weight_decay_scope: str = "all",
         initial_optimizer_state: dict[str, Any] | None = None,
         regularizer: Callable[[torch.nn.Module], torch.Tensor] | None = None,
+        stop_train_accuracy: float | None = None,
+        warmup_epochs: float = 0.0,
+        epoch_offset: float = 0.0,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -42,11 +45,21 @@ class PhaseTrainer(Trainer):
         self.weight_decay_scope = weight_decay_scope
         self.initial_optimizer_state = initial_optimizer_state
         self.regularizer = regularizer
+        self.stop_train_accuracy = stop_train_accuracy
+        self.warmup_epochs = warmup_epochs
+        self.epoch_offset = epoch_offset  # epochs of earlier phases, for a schedule continued across phases
+        self._correct = torch.zeros((), dtype=torch.long)
+        self._seen = torch.zeros((), dtype=torch.long)
+        self.add_callback(_EpochTrainAccuracy(self))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and self.augment is not None:
             inputs = {**inputs, "pixel_values": self.augment(inputs["pixel_values"])}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and "labels" in inputs:  # running accuracy of the epoch, synced once per epoch
+            labels = inputs["labels"]
+            self._correct = self._correct.to(labels.device) + (outputs.logits.argmax(-1) == labels).sum()
+            self._seen = self._seen.to(labels.device) + labels.numel()
         if model.training and self.regularizer is not None:
             # On the unwrapped model: the same parameters DDP reduces, identical on every rank.
             loss = loss + self.regularizer(self.model)
@@ -65,23 +78,53 @@ class PhaseTrainer(Trainer):
             apply_optimizer_state(optimizer, self.initial_optimizer_state)
         return optimizer
 
+    def epoch_train_accuracy(self) -> float:
+        """The running training accuracy of the epoch that just ended (all processes), then reset.
+
+        Measured on the batches as trained (augmented), as the stop rules of Ash & Adams and DASH do."""
+        counts = torch.stack([self._correct, self._seen]).to(self.args.device)
+        counts = self.accelerator.reduce(counts, reduction="sum")
+        self._correct = torch.zeros((), dtype=torch.long)
+        self._seen = torch.zeros((), dtype=torch.long)
+        return float(counts[0]) / max(float(counts[1]), 1.0)
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if not self.lr_milestones:
+        custom = self.lr_milestones or self.warmup_epochs > 0 or self.epoch_offset > 0
+        if not custom:
             return super().create_scheduler(num_training_steps, optimizer)
         if self.lr_scheduler is None:
             epochs = self.args.num_train_epochs if self.args.max_steps <= 0 else None
             steps_per_epoch = num_training_steps / epochs if epochs else len(self.get_train_dataloader())
-            milestones = [round(m * steps_per_epoch) for m in self.lr_milestones]
-            warmup = self.args.get_warmup_steps(num_training_steps)
-            gamma = self.lr_gamma
+            milestones = sorted(self.lr_milestones)
+            warmup_steps = self.args.get_warmup_steps(num_training_steps)
+            warmup_epochs, offset, gamma = self.warmup_epochs, self.epoch_offset, self.lr_gamma
 
             def factor(step: int) -> float:
-                ramp = step / max(1, warmup) if step < warmup else 1.0
-                return ramp * gamma ** bisect.bisect_right(milestones, step)
+                epoch = offset + step / steps_per_epoch  # global epoch when the schedule continues
+                ramp = step / max(1, warmup_steps) if step < warmup_steps else 1.0
+                if warmup_epochs > 0 and epoch < warmup_epochs:
+                    ramp *= epoch / warmup_epochs
+                return ramp * gamma ** bisect.bisect_right(milestones, epoch + 1e-9)
 
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+
+class _EpochTrainAccuracy(TrainerCallback):
+    """Logs each epoch's running train accuracy (kept in the Trainer's log history, so it survives a
+    resume) and applies the train-accuracy stop rule."""
+
+    def __init__(self, trainer: PhaseTrainer):
+        self.trainer = trainer
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        accuracy = self.trainer.epoch_train_accuracy()
+        state.log_history.append({"epoch": state.epoch, "step": state.global_step, "train_accuracy_running": accuracy})
+        threshold = self.trainer.stop_train_accuracy
+        if threshold is not None and accuracy >= threshold:
+            control.should_training_stop = True
+        return control
 
 
 class PhaseProgress(TrainerCallback):

@@ -39,10 +39,28 @@ def random_horizontal_flip(images: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
+def rotate(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate sample ``b`` by ``angles[b]`` radians about the centre (bilinear, zero fill)."""
+    cos, sin = angles.cos(), angles.sin()
+    zeros = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    rotated = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return rotated if images.is_floating_point() else rotated.round().clamp(0, 255).to(images.dtype)
+
+
+def random_rotation(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Each sample rotated by its own angle, uniform in [-degrees, degrees] (torchvision's
+    RandomRotation(degrees), but one draw per sample on the whole batch)."""
+    angles = (torch.rand(images.shape[0], device=images.device) * 2 - 1) * (degrees * torch.pi / 180.0)
+    return rotate(images, angles)
+
+
 # name -> factory(options) -> batch transform; recipes list names under `augmentation`.
 AUGMENTATIONS: dict[str, Callable[..., BatchTransform]] = {
     "crop": lambda crop_padding=4, **_: lambda x: random_crop(x, crop_padding),
     "flip": lambda **_: random_horizontal_flip,
+    "rotate": lambda rotation_degrees=15.0, **_: lambda x: random_rotation(x, rotation_degrees),
 }
 
 

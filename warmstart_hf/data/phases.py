@@ -32,6 +32,7 @@ class PhasePlan:
     class_groups: list[list[int]] | None
     chunks: list[list[int]]  # new training indices (into the source train split) per phase
     test_groups: list[list[int]]  # test indices per chunk (data) or class group (class)
+    noisy_labels: list[dict[int, int]] | None = None  # per phase: {train index: the label used instead}
 
     def train_indices(self, phase: int) -> list[int]:
         return [i for chunk in self.chunks[: phase + 1] for i in chunk]
@@ -57,7 +58,17 @@ class PhasePlan:
     @classmethod
     def from_json(cls, record: dict) -> PhasePlan:
         fields = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in record.items() if k in fields})
+        plan = cls(**{k: v for k, v in record.items() if k in fields})
+        if plan.noisy_labels is not None:  # JSON object keys are strings
+            plan.noisy_labels = [{int(k): int(v) for k, v in phase.items()} for phase in plan.noisy_labels]
+        return plan
+
+    def phase_labels(self, phase: int, clean: list[int]) -> list[int]:
+        """The labels phase ``phase`` trains on, given the clean labels of ``train_indices(phase)``."""
+        if not self.noisy_labels or not self.noisy_labels[phase]:
+            return list(clean)
+        noisy = self.noisy_labels[phase]
+        return [noisy.get(i, y) for i, y in zip(self.train_indices(phase), clean)]
 
     @classmethod
     def load(cls, path: str | Path) -> PhasePlan:
@@ -145,3 +156,20 @@ def build_phase_plan(
 
 def _ints2(lists) -> list[list[int]]:
     return [_as_ints(x) for x in lists]
+
+
+def add_label_noise(plan: PhasePlan, labels: np.ndarray, rates: list[float], seed: int) -> PhasePlan:
+    """Symmetric label noise, drawn per phase: ``round(rate * n)`` of the phase's ``n`` training
+    examples get a label drawn uniformly from the OTHER classes, so exactly that fraction is wrong.
+    Each phase draws independently (seeded), so a noisy first phase can be followed by clean ones
+    (Hare & Tortoise: 10% of the data at 50% noise, then all of it clean)."""
+    noisy: list[dict[int, int]] = []
+    for phase, rate in enumerate(rates):
+        indices = np.asarray(plan.train_indices(phase))
+        count = round(rate * len(indices))
+        rng = np.random.default_rng(derive_seed(seed, "label_noise", phase))
+        chosen = rng.choice(indices, size=count, replace=False) if count else np.zeros(0, dtype=int)
+        shift = rng.integers(1, plan.num_classes, size=count)  # never the true class
+        noisy.append({int(i): int((labels[i] + s) % plan.num_classes) for i, s in zip(chosen, shift)})
+    plan.noisy_labels = noisy
+    return plan

@@ -84,12 +84,32 @@ def _normalize_split(ds: Dataset, args: DataArguments, split: str) -> Dataset:
     return ds
 
 
-def load_source(args: DataArguments, seed: int) -> DatasetDict:
-    """The dataset as ``DatasetDict(train, test)`` with ``image`` and ``label`` columns.
+def carve_per_class(ds: Dataset, per_class: int, seed: int) -> tuple[Dataset, Dataset]:
+    """Split off ``per_class`` examples of every class (a seeded choice): returns (rest, carved)."""
+    labels = np.asarray(ds["label"][:])
+    rng = np.random.default_rng(seed)
+    carved = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if len(members) <= per_class:
+            raise ConfigError(
+                f"Recipe field `validation_per_class` has value {per_class}, but class {int(c)} has only "
+                f"{len(members)} train examples. Fix: use fewer validation examples per class."
+            )
+        carved += rng.choice(members, size=per_class, replace=False).tolist()
+    carved_set = set(carved)
+    rest = [i for i in range(len(ds)) if i not in carved_set]
+    return ds.select(rest), ds.select(sorted(carved))
+
+
+def load_source(args: DataArguments) -> DatasetDict:
+    """The dataset as ``DatasetDict(train, test[, validation])`` with ``image`` and ``label`` columns.
 
     When ``test_split`` is missing (or null), a stratified ``test_size`` fraction of the train split is
-    carved out with ``seed``, so the carve is part of the recorded, reproducible setup.
+    carved out; ``validation_per_class`` carves a validation split from train. Both carves use
+    ``carve_seed`` (fixed across run seeds: the carve is part of the dataset, not of a replicate).
     """
+    seed = args.carve_seed
     raw = _load_raw(args)
     if args.train_split not in raw:
         raise ConfigError(
@@ -113,4 +133,7 @@ def load_source(args: DataArguments, seed: int) -> DatasetDict:
             f"Dataset {args.dataset!r} has {len(train)} train and {len(test)} test examples after selection. "
             "Fix: raise `max_train_examples` / `max_test_examples` or check the splits."
         )
-    return DatasetDict({"train": train, "test": test})
+    splits = {"train": train, "test": test}
+    if args.validation_per_class:
+        splits["train"], splits["validation"] = carve_per_class(train, args.validation_per_class, seed)
+    return DatasetDict(splits)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from warmstart_hf.report.statistics import VERDICTS, summarize_gap, t_interval, tost_p_value
+
+
+def test_t_interval_matches_the_textbook_formula():
+    x = [0.4, -0.2, 0.9, 0.1, 0.3]
+    mean, low, high = t_interval(x)
+    n, m, s = len(x), float(np.mean(x)), float(np.std(x, ddof=1))
+    half = 2.7764451051977987 * s / math.sqrt(n)  # t_{0.975, 4}
+    assert mean == pytest.approx(m) and low == pytest.approx(m - half) and high == pytest.approx(m + half)
+    assert t_interval([1.0]) == (1.0, None, None)
+
+
+def test_tost_p_value_equals_the_larger_one_sided_t_test():
+    x = [0.3, -0.4, 0.2, 0.5, -0.1, 0.0]
+    lower = stats.ttest_1samp(x, -1.0, alternative="greater").pvalue
+    upper = stats.ttest_1samp(x, 1.0, alternative="less").pvalue
+    assert tost_p_value(x, 1.0) == pytest.approx(max(lower, upper))
+
+
+@pytest.mark.parametrize(
+    ("gaps", "verdict"),
+    [
+        ([0.1, -0.2, 0.15, 0.05, -0.1, 0.0], "no loss (equivalent)"),  # tight around 0
+        ([3.1, 2.8, 3.4, 3.0, 2.9], "warm better"),
+        ([-2.5, -3.0, -2.2, -2.8], "warm worse"),
+        ([2.0, -3.0, 4.0], "inconclusive (more seeds needed)"),  # wide interval
+        ([0.1], "inconclusive (more seeds needed)"),  # one seed
+        ([0.6, 0.7, 0.65, 0.62, 0.68, 0.66], "no loss (equivalent)"),  # significant but inside the margin
+    ],
+)
+def test_verdicts_on_constructed_gaps(gaps, verdict):
+    summary = summarize_gap(gaps, margin=1.0)
+    assert summary.verdict == verdict
+    assert summary.verdict in VERDICTS and summary.n == len(gaps)
+
+
+def test_margin_changes_the_decision():
+    gaps = [0.6, 0.7, 0.65, 0.62, 0.68, 0.66]
+    assert summarize_gap(gaps, margin=0.5).verdict == "warm better"

@@ -1,0 +1,74 @@
+"""Paired statistics of a strategy-minus-cold gap across seeds.
+
+The gap of each seed is paired (same split, initial weights and data order in both arms). For its
+mean we give a t-interval, and an equivalence verdict by two one-sided tests (TOST): the gap is
+"equivalent" to zero when both H0: gap <= -margin and H0: gap >= +margin are rejected at ``alpha``
+(equivalently, the 1 - 2 alpha interval lies inside (-margin, +margin)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+VERDICTS = ("no loss (equivalent)", "warm better", "warm worse", "inconclusive (more seeds needed)")
+
+
+@dataclass
+class GapSummary:
+    n: int
+    mean: float
+    ci_low: float | None
+    ci_high: float | None
+    tost_p: float | None
+    verdict: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float | None, float | None]:
+    """Mean and two-sided t-interval (None bounds with fewer than two values)."""
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, None, None
+    half = stats.t.ppf(0.5 + confidence / 2, df=len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return mean, mean - float(half), mean + float(half)
+
+
+def tost_p_value(values: list[float], margin: float) -> float | None:
+    """p-value of the two one-sided tests for equivalence within +-margin (the larger of the two)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return None
+    se = x.std(ddof=1) / math.sqrt(len(x))
+    if se == 0:
+        return 0.0 if abs(x.mean()) < margin else 1.0
+    df = len(x) - 1
+    p_lower = stats.t.sf((x.mean() + margin) / se, df)  # H0: mean <= -margin
+    p_upper = stats.t.cdf((x.mean() - margin) / se, df)  # H0: mean >= +margin
+    return float(max(p_lower, p_upper))
+
+
+def summarize_gap(values: list[float], margin: float = 1.0, alpha: float = 0.05) -> GapSummary:
+    """Gap statistics (in the units of ``values``, e.g. accuracy points) and the verdict.
+
+    Order of decisions: equivalent within the margin (TOST) -> "no loss (equivalent)"; else a
+    (1 - alpha) t-interval entirely above 0 -> "warm better", entirely below 0 -> "warm worse";
+    else "inconclusive (more seeds needed)". One seed is always inconclusive.
+    """
+    mean, low, high = t_interval(values, 1 - alpha)
+    p = tost_p_value(values, margin)
+    if p is not None and p < alpha:
+        verdict = VERDICTS[0]
+    elif low is not None and low > 0:
+        verdict = VERDICTS[1]
+    elif high is not None and high < 0:
+        verdict = VERDICTS[2]
+    else:
+        verdict = VERDICTS[3]
+    return GapSummary(len(values), mean, low, high, p, verdict)
