@@ -10,9 +10,10 @@ inline base64 files, tree listing, paths-info, repo info, YAML validation, whoam
 Text files are committed "regular" (base64 inline in the commit); binary files and the patterns of
 ``.gitattributes`` (``*.safetensors``, ``*.parquet``, ``*.png``) go through the Git LFS batch API
 (``POST /{repo}.git/info/lfs/objects/batch``, a ``PUT`` of the content, a verify call), as on the
-real Hub when Xet is off: set ``HF_HUB_DISABLE_XET=1`` so the client never asks for a Xet token. Git semantics are simplified: a commit is a full snapshot of
-the files, a branch is a name pointing at a commit, and object ids are git blob hashes (files) or
-random-free SHA-1s of the snapshot (commits), so the same history gives the same ids.
+real Hub when Xet is off: set ``HF_HUB_DISABLE_XET=1`` so the client never asks for a Xet token.
+Git semantics are simplified: a commit is a full snapshot of the files, a branch is a name that
+points at a commit, file ids are git blob hashes and commit ids are SHA-1s of the parent, the message
+and the snapshot, so the same history gives the same ids.
 
 Use from a test (``tests/conftest.py`` binds it before the HF libraries are imported and points
 ``HF_ENDPOINT`` at it; the ``hub`` fixture starts it)::
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 import yaml
 
@@ -80,7 +81,9 @@ class Repo:
 
     def add_commit(self, branch: str, files: dict[str, bytes], title: str, lfs: frozenset[str] = frozenset()) -> Commit:
         parent = self.branches.get(branch)
-        digest = hashlib.sha1(json.dumps([parent, title, sorted((p, git_blob_id(c)) for p, c in files.items())]).encode())
+        digest = hashlib.sha1(
+            json.dumps([parent, title, sorted((p, git_blob_id(c)) for p, c in files.items())]).encode()
+        )
         commit = Commit(digest.hexdigest(), parent, files, title, _now(), lfs & frozenset(files))
         self.commits[commit.oid] = commit
         self.branches[branch] = commit.oid
@@ -127,17 +130,18 @@ class HubServer(ThreadingHTTPServer):
     def reset(self) -> None:
         with self.lock:
             self.repos: dict[tuple[str, str], Repo] = {}
-            self.failures: dict[str, int | None] = {}
+            self.failures: dict[str, list[int | None]] = {}  # endpoint -> [successes to let pass, failures left]
             self.log: list[tuple[str, str, int]] = []
             self.tokens_seen: set[str] = set()
             self.failure_status = 503
             self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content
 
-    def fail_next(self, endpoint: str, times: int | None, status: int = 503) -> None:
-        """Answer the next ``times`` requests to ``endpoint`` (``commit``, ``preupload``, ``branch``,
-        ``create``, ``resolve``, ...) with ``status``; ``times=None`` fails them until ``reset``."""
+    def fail_next(self, endpoint: str, times: int | None, status: int = 503, after: int = 0) -> None:
+        """Answer ``times`` requests to ``endpoint`` (``commit``, ``preupload``, ``branch``, ``create``,
+        ``lfs``, ``resolve``) with ``status``, after letting ``after`` of them succeed; ``times=None``
+        fails them until ``reset`` or the next ``fail_next`` (``times=0`` clears)."""
         with self.lock:
-            self.failures[endpoint] = times
+            self.failures[endpoint] = [after, times]
             self.failure_status = status
 
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
@@ -146,6 +150,17 @@ class HubServer(ThreadingHTTPServer):
     def count(self, method: str, pattern: str) -> int:
         """How many logged requests match ``method`` and the regex ``pattern`` (on the path)."""
         return sum(1 for m, path, _ in self.log if m == method and re.search(pattern, path))
+
+
+_SHARED: HubServer | None = None
+
+
+def shared_server() -> HubServer:
+    """One server per process (conftest may be imported twice: as ``conftest`` and ``tests.conftest``)."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = HubServer()
+    return _SHARED
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -234,15 +249,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._body()
 
     def _maybe_fail(self, endpoint: str) -> None:
-        failures = self.server.failures
-        if endpoint not in failures:
+        plan = self.server.failures.get(endpoint)
+        if plan is None:
             return
-        remaining = failures[endpoint]
-        if remaining is not None:
-            if remaining <= 0:
-                del failures[endpoint]
+        if plan[0] > 0:  # successes still to let through
+            plan[0] -= 1
+            return
+        if plan[1] is not None:
+            if plan[1] <= 0:
+                del self.server.failures[endpoint]
                 return
-            failures[endpoint] = remaining - 1
+            plan[1] -= 1
         raise HubError(self.server.failure_status, f"injected failure of {endpoint}")
 
     # --- routing ----------------------------------------------------------------------------
@@ -562,7 +579,9 @@ class _Handler(BaseHTTPRequestHandler):
                     "verify": {"href": f"{self.server.url}/lfs-verify/{obj['oid']}"},
                 }
             objects.append(entry)
-        self._send_json({"transfer": "basic", "objects": objects}, headers={"Content-Type": "application/vnd.git-lfs+json"})
+        self._send_json(
+            {"transfer": "basic", "objects": objects}, headers={"Content-Type": "application/vnd.git-lfs+json"}
+        )
 
     def _lfs_store(self, oid: str) -> None:
         content = self._body()

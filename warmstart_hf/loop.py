@@ -19,6 +19,7 @@ Trainer checkpoint. Only the main process writes; every process computes the sam
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import shutil
@@ -46,6 +47,7 @@ from warmstart_hf.data import (
     load_source,
     to_pixel_dataset,
 )
+from warmstart_hf.hub import load_init_from, push_finished_phases
 from warmstart_hf.io import append_jsonl_atomic, atomic_write_json, atomic_write_text, read_jsonl
 from warmstart_hf.metrics import companion_metrics, phase_metrics
 from warmstart_hf.metrics.diagnostics import (
@@ -74,6 +76,7 @@ class PreparedData:
     train: Dataset  # pixel_values (uint8 CxHxW), labels; numpy-formatted (see collate_pixels)
     test: Dataset
     model_config: TimmClassifierConfig
+    init_model: TimmImageClassifier | None = None  # from `init_from` (Hub phase or local dir), else a seeded draw
 
 
 def prepare_data(config: RecipeConfig) -> PreparedData:
@@ -108,7 +111,8 @@ def prepare_data(config: RecipeConfig) -> PreparedData:
         image_std=std,
         id2label=dict(enumerate(names)),
     )
-    return PreparedData(plan, train, test, model_config)
+    init_model = load_init_from(config.model.init_from, model_config) if config.model.init_from else None
+    return PreparedData(plan, train, test, model_config, init_model)
 
 
 def _check_run_dir(config: RecipeConfig) -> None:
@@ -168,6 +172,7 @@ def _phase_training_args(config: RecipeConfig, phase_dir: Path, phase: int) -> T
         output_dir=str(phase_dir),
         seed=derive_seed(seed, "train", phase),  # data order + augmentation; shared by all arms
         run_name=f"{config.training.run_name}-{phase_dir.parent.name}-{phase_dir.name}",
+        push_to_hub=False,  # the recipe's push_to_hub is handled per phase by warmstart_hf.hub, not the Trainer
     )
 
 
@@ -211,7 +216,10 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
     split_path = directory / "split.json"
     if split_path.exists() and PhasePlan.load(split_path) != plan:
         raise RuntimeError(f"{split_path} differs from the plan this code computes for seed {seed}.")
-    init_model = create_classifier(data.model_config, derive_seed(seed, "init"))
+    if data.init_model is not None:
+        init_model = copy.deepcopy(data.init_model)
+    else:
+        init_model = create_classifier(data.model_config, derive_seed(seed, "init"))
     init_state = {k: v.detach().clone() for k, v in init_model.state_dict().items()}
     if is_main:
         if not split_path.exists():
@@ -325,6 +333,7 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             append_jsonl_atomic(directory / "results.jsonl", record)
             for stale in phase_dir.glob("checkpoint-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+            push_finished_phases(config, directory)  # no-op unless push_to_hub; never raises
         results.append(record)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
