@@ -169,7 +169,8 @@ def test_run_pushes_every_phase_and_each_loads_back_by_revision(hub, tmp_path, c
         assert [p["test_accuracy"] for p in meta["phases"]] == [r["test_accuracy"] for r in warm[: phase + 1]]
         assert (meta["strategy"], meta["seed"], meta["scenario"], meta["num_phases"]) == ("warm", 0, "data", 3)
         text = card.text
-        assert STRATEGIES["warm"].reference in text
+        assert f"Reference variant: {STRATEGIES['warm'].reference}" in text
+        assert "Optimizer state between phases: reset" in text
         assert f'from_pretrained("{repo}", revision="phase-{phase:02d}")' in text
         assert f"init_from: hub://{repo}@phase-{phase:02d}" in text
         assert "Split seed (the run's master seed" in text and "dataset: sklearn:digits" in text

@@ -432,14 +432,27 @@ def arm_summary(arm_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _strategy_description(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The strategy's reference variant, the options its docstring names (the ones it reads), and
+    whether the optimizer state carries between phases."""
+    from warmstart_hf.config import StrategyArguments
+    from warmstart_hf.strategies import STRATEGIES
+
+    cls = STRATEGIES[name]
+    named = set(re.findall(r"``(\w+)[^`]*``", cls.__doc__ or ""))
+    return {
+        "reference": cls.reference,
+        "strategy_options": {k: v for k, v in options.items() if k in named and v is not None},
+        "optimizer_state": "carry" if cls(StrategyArguments(**options)).carries_optimizer_state() else "reset",
+    }
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
 def render_card(arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str) -> ModelCard:
     """The model card of the arm at the end of ``records[-1]`` (template ``model_cards/phase_model.md``)."""
-    from warmstart_hf.strategies import STRATEGIES
-
     arm_dir = Path(arm_dir)
     run_config = yaml.safe_load((arm_dir.parent / "config.yaml").read_text())
     split = json.loads((arm_dir / "split.json").read_text())
@@ -468,7 +481,6 @@ def render_card(arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str
         warmstart_hf=summary,
     )
     recipe = {k: v for k, v in run_config.items() if k != "fingerprint"}
-    options = run_config.get("strategy", {})
     rows = [
         {
             "phase": r["phase"],
@@ -495,8 +507,7 @@ def render_card(arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str
         num_phases=summary["num_phases"],
         model_name=run_config["model"]["model_name"],
         strategy=strategy,
-        reference=STRATEGIES[strategy].reference if strategy in STRATEGIES else "unknown strategy",
-        strategy_options={k: v for k, v in options.items() if v is not None},
+        **_strategy_description(strategy, run_config.get("strategy", {})),
         dataset=dataset,
         scenario=summary["scenario"],
         num_classes=split["num_classes"],

@@ -8,6 +8,7 @@ Layout of a run (``<output_dir>/<run_name>/``)::
         split.json               the phase plan (class order, train indices per phase, test groups)
         init/                    theta0 (safetensors + config.json)
         results.jsonl            one JSON object per finished phase, rewritten atomically
+        hub.json                 with push_to_hub: what is on the Hub (warmstart_hf.hub)
         phase-XX/                final model of phase XX (+ optimizer_state.safetensors when carried,
                                  + <companion>.safetensors, e.g. the Hare & Tortoise tortoise)
             checkpoint-N/        Trainer checkpoints while the phase runs (removed when it ends)
