@@ -286,18 +286,21 @@ def push_arm(
     records = read_jsonl(arm_dir / "results.jsonl")
     state = read_hub_state(arm_dir) or {}
     if state.get("repo_id") != repo_id:  # another repo: nothing of this arm is there yet
-        state = {"repo_id": repo_id, "branches": {}, "main": None}
+        state = {"repo_id": repo_id, "branches": {}, "main": None, "last_error": None}
+    pending = [r["phase"] for r in records if phase_branch(r["phase"]) not in state["branches"]]
+    last = records[-1]["phase"] if records else None
+    if not pending and (state["main"] or {}).get("phase") == last:  # all there: no request at all
+        _write_state(arm_dir, state, records)
+        return state
     api = HfApi(endpoint=endpoint, token=token)
     try:
-        if records:
-            _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), f"create {repo_id}", retry)
-        for record in records:
-            branch = phase_branch(record["phase"])
-            if branch not in state["branches"]:
-                state["branches"][branch] = _push_phase(api, arm_dir, repo_id, records, record["phase"], branch, retry)
-                _write_state(arm_dir, state, records)
-        last = records[-1]["phase"] if records else None
-        if last is not None and (state["main"] or {}).get("phase") != last:
+        _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), f"create {repo_id}", retry)
+        for phase in pending:
+            state["branches"][phase_branch(phase)] = _push_phase(
+                api, arm_dir, repo_id, records, phase, phase_branch(phase), retry
+            )
+            _write_state(arm_dir, state, records)
+        if (state["main"] or {}).get("phase") != last:
             commit = _push_phase(api, arm_dir, repo_id, records, last, "main", retry)
             state["main"] = {"phase": last, "commit": commit}
         state["last_error"] = None
