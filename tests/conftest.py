@@ -9,9 +9,22 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import uuid  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+from tests.hub_server import HubServer, shared_server  # noqa: E402 - standard library only
+
+# huggingface_hub reads HF_ENDPOINT once, when it is first imported, so the local Hub server is bound
+# here (its port reserved), before any test module imports the HF libraries; the `hub` fixture starts
+# it. With WARMSTART_REAL_HUB=1 the endpoint is left alone and the `real_hub` tests use the real Hub.
+REAL_HUB = os.environ.get("WARMSTART_REAL_HUB") == "1"
+HUB_SERVER: HubServer | None = None if REAL_HUB else shared_server()
+if HUB_SERVER is not None:
+    os.environ["HF_ENDPOINT"] = HUB_SERVER.url
+    os.environ["HF_HUB_DISABLE_XET"] = "1"  # a Hub-compatible server without Xet: plain LFS uploads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,3 +52,70 @@ TINY = {
 @pytest.fixture
 def tiny_recipe(tmp_path) -> dict:
     return {**TINY, "output_dir": str(tmp_path / "runs"), "run_name": "tiny"}
+
+
+@dataclass
+class HubTarget:
+    """Where the Hub tests push: the local server (namespace ``tester``), or with WARMSTART_REAL_HUB=1
+    the account of the token, with a unique suffix per test and the repos deleted afterwards."""
+
+    namespace: str
+    token: str
+    server: HubServer | None  # None on the real Hub: no failure injection, no request log
+    suffix: str = ""
+    sleeps: list[float] = field(default_factory=list)  # backoff delays the hub module asked for
+
+    def repo(self, name: str) -> str:
+        return f"{self.namespace}/{name}{self.suffix}"
+
+
+FAKE_TOKEN = "hf_warmstartFakeTokenForTests0123456789"
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A reachable Hub for one test: the local server (started and emptied), or the real Hub when
+    WARMSTART_REAL_HUB=1 and a token is set. Offline mode is lifted for this test only, the HF caches
+    point into tmp_path, and push retries record their delays instead of sleeping."""
+    import datasets
+    from huggingface_hub import HfApi, constants, get_token
+
+    import warmstart_hf.hub as hub_module
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets_cache")
+    if HUB_SERVER is None:
+        token = get_token()
+        if not token:
+            pytest.skip("WARMSTART_REAL_HUB=1 needs a token (HF_TOKEN or `hf auth login`)")
+        target = HubTarget(HfApi().whoami()["name"], token, None, suffix=f"-t{uuid.uuid4().hex[:8]}")
+    else:
+        if HUB_SERVER.url != constants.ENDPOINT:
+            pytest.fail(f"huggingface_hub was imported before conftest set HF_ENDPOINT ({constants.ENDPOINT})")
+        HUB_SERVER.start()
+        HUB_SERVER.reset()
+        monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+        target = HubTarget("tester", FAKE_TOKEN, HUB_SERVER)
+    retry = hub_module.RetryPolicy(attempts=3, base_delay=0.01, sleep=target.sleeps.append)
+    monkeypatch.setattr(hub_module, "RETRY", retry)
+    yield target
+    if target.server is not None:
+        target.server.reset()
+    else:  # delete what the test created on the real Hub
+        api = HfApi()
+        for kind, listing in (("model", api.list_models), ("dataset", api.list_datasets)):
+            for info in listing(author=target.namespace, search=target.suffix):
+                api.delete_repo(info.id, repo_type=kind, missing_ok=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Against the real Hub run only the tests marked ``real_hub`` (the others inject failures into or
+    read the request log of the local server)."""
+    if not REAL_HUB:
+        return
+    skip = pytest.mark.skip(reason="WARMSTART_REAL_HUB=1: only tests marked real_hub run")
+    for item in items:
+        if "real_hub" not in item.keywords:
+            item.add_marker(skip)

@@ -90,6 +90,76 @@ def main_report(argv: list[str]) -> int:
     return 0
 
 
+def main_push(argv: list[str]) -> int:
+    """scripts/push_to_hub.py: push the phases of a run that are not on the Hub yet (hub.json)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="push_to_hub.py",
+        description="Push every finished phase of each arm of RUN_DIR that is not on the Hub yet: phase k to "
+        "branch phase-k of <repo-id>-<strategy>-seed<seed>, the latest phase and its card to main.",
+    )
+    parser.add_argument("run_dir", help="runs/<run_name>")
+    parser.add_argument("--repo-id", help="<user>/<name>; default: hub_model_id of the run's config.yaml")
+    parser.add_argument("--private", action="store_true", default=None, help="create the repos private")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_library_progress_bars()
+    from warmstart_hf.hub import push_run
+
+    try:
+        states = push_run(args.run_dir, args.repo_id, private=args.private)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for arm, state in states.items():
+        pending = ", ".join(f"phase-{p:02d}" for p in state["pending"]) or "none"
+        main = state["main"]["phase"] if state["main"] else "-"
+        print(f"{arm}: {state['repo_id']} branches {len(state['branches'])}, main = phase {main}, pending: {pending}")
+        if state.get("last_error"):
+            print(f"  last error: {state['last_error']}")
+    return 0 if all(not s["pending"] and not s.get("last_error") for s in states.values()) else 1
+
+
+def main_leaderboard(argv: list[str]) -> int:
+    """scripts/leaderboard.py: collect results, push the results dataset, write the tables."""
+    import argparse
+
+    from warmstart_hf.report.leaderboard import SORT_METRICS
+
+    parser = argparse.ArgumentParser(
+        prog="leaderboard.py",
+        description="Collect one row per arm x phase from run directories and/or pushed arm repos, optionally "
+        "push them as a results dataset, and write leaderboard.md and leaderboard.html.",
+    )
+    parser.add_argument("sources", nargs="*", help="run directories and/or hub://<user>/<repo>[@revision] arm repos")
+    parser.add_argument("--from-dataset", help="also read the rows of this results dataset (<user>/<name>)")
+    parser.add_argument("--push-to", help="push all rows as the results dataset <user>/<name>")
+    parser.add_argument("--private", action="store_true", default=None, help="create the dataset private")
+    parser.add_argument("--sort", default="final_test_accuracy", choices=SORT_METRICS, help="metric to rank by")
+    parser.add_argument("--output-dir", default=".", help="where leaderboard.md and leaderboard.html go")
+    args = parser.parse_args(argv)
+    _quiet_library_progress_bars()
+    from warmstart_hf.report.leaderboard import build_leaderboard
+
+    try:
+        result = build_leaderboard(
+            args.sources,
+            from_dataset=args.from_dataset,
+            push_to=args.push_to,
+            private=args.private,
+            sort_by=args.sort,
+            output_dir=args.output_dir,
+        )
+    except ValueError as err:  # ConfigError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result["markdown"])
+    if result["pushed"]:
+        print(f"Results dataset: {result['pushed']}")
+    return 0
+
+
 def _quiet_library_progress_bars() -> None:
     """Keep the console to the run's own progress bar (weights saving/loading bars add nothing)."""
     import datasets

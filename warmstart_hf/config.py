@@ -71,6 +71,13 @@ class ModelArguments:
     image_std: list[float] | None = field(
         default=None, metadata={"help": "Per-channel std in [0, 1]; computed from train_split when unset."}
     )
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start every arm from these weights instead of a fresh draw: hub://<user>/<repo>@<revision> "
+            "(e.g. @phase-03, a branch pushed by push_to_hub) or a local phase directory."
+        },
+    )
 
 
 @dataclass
@@ -467,6 +474,7 @@ def _fail(name: str, value: Any, allowed: str) -> ConfigError:
 def validate_config(config: RecipeConfig) -> None:
     """Checks that need no data. Data-dependent checks live with the data (sources, phases)."""
     from warmstart_hf.data.augment import AUGMENTATIONS
+    from warmstart_hf.hub import validate_hub_settings
     from warmstart_hf.models import available_models
     from warmstart_hf.strategies import STRATEGIES
 
@@ -534,6 +542,7 @@ def validate_config(config: RecipeConfig) -> None:
     for name in ("reset_k", "ht_reset_epochs", "dash_micro_batch_size"):
         if getattr(s, name) < 1:
             raise _fail(name, getattr(s, name), "it must be at least 1")
+    validate_hub_settings(config)
     if inc.diagnostics_samples < 1:
         raise _fail("diagnostics_samples", inc.diagnostics_samples, "it must be at least 1")
     if inc.label_noise is not None:

@@ -8,6 +8,7 @@ Layout of a run (``<output_dir>/<run_name>/``)::
         split.json               the phase plan (class order, train indices per phase, test groups)
         init/                    theta0 (safetensors + config.json)
         results.jsonl            one JSON object per finished phase, rewritten atomically
+        hub.json                 with push_to_hub: what is on the Hub (warmstart_hf.hub)
         phase-XX/                final model of phase XX (+ optimizer_state.safetensors when carried,
                                  + <companion>.safetensors, e.g. the Hare & Tortoise tortoise)
             checkpoint-N/        Trainer checkpoints while the phase runs (removed when it ends)
@@ -19,6 +20,7 @@ Trainer checkpoint. Only the main process writes; every process computes the sam
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import shutil
@@ -47,6 +49,7 @@ from warmstart_hf.data import (
     load_source,
     to_pixel_dataset,
 )
+from warmstart_hf.hub import load_init_from, push_finished_phases
 from warmstart_hf.io import append_jsonl_atomic, atomic_write_json, atomic_write_text, read_jsonl
 from warmstart_hf.metrics import accuracy, companion_metrics, phase_metrics
 from warmstart_hf.metrics.diagnostics import (
@@ -76,6 +79,7 @@ class PreparedData:
     test: Dataset
     model_config: TimmClassifierConfig
     validation: Dataset | None = None
+    init_model: TimmImageClassifier | None = None  # from `init_from` (Hub phase or local dir), else a seeded draw
 
 
 def prepare_data(config: RecipeConfig) -> PreparedData:
@@ -114,7 +118,8 @@ def prepare_data(config: RecipeConfig) -> PreparedData:
         image_std=std,
         id2label=dict(enumerate(names)),
     )
-    return PreparedData(plan, train, test, model_config, validation)
+    init_model = load_init_from(config.model.init_from, model_config) if config.model.init_from else None
+    return PreparedData(plan, train, test, model_config, validation, init_model)
 
 
 def _check_run_dir(config: RecipeConfig) -> None:
@@ -183,6 +188,7 @@ def _phase_training_args(config: RecipeConfig, phase_dir: Path, phase: int) -> T
         output_dir=str(phase_dir),
         seed=derive_seed(seed, "train", phase),  # data order + augmentation; shared by all arms
         run_name=f"{config.training.run_name}-{phase_dir.parent.name}-{phase_dir.name}",
+        push_to_hub=False,  # the recipe's push_to_hub is handled per phase by warmstart_hf.hub, not the Trainer
         **extra,
     )
 
@@ -275,12 +281,17 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
     results = read_results(directory)
     if len(results) >= num_phases:
         logger.info("arm %s is finished; skipping", directory.name)
+        if is_main:
+            push_finished_phases(config, directory)  # completes pushes a failed run left pending
         return results
 
     split_path = directory / "split.json"
     if split_path.exists() and PhasePlan.load(split_path) != plan:
         raise RuntimeError(f"{split_path} differs from the plan this code computes for seed {seed}.")
-    init_model = create_classifier(data.model_config, derive_seed(seed, "init"))
+    if data.init_model is not None:
+        init_model = copy.deepcopy(data.init_model)
+    else:
+        init_model = create_classifier(data.model_config, derive_seed(seed, "init"))
     init_state = {k: v.detach().clone() for k, v in init_model.state_dict().items()}
     if is_main:
         if not split_path.exists():
@@ -413,6 +424,7 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             append_jsonl_atomic(directory / "results.jsonl", record)
             for stale in phase_dir.glob("checkpoint-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+            push_finished_phases(config, directory)  # no-op unless push_to_hub; never raises
         results.append(record)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
