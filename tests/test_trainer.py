@@ -136,3 +136,13 @@ def test_warmup_epochs_ramp_the_learning_rate(tmp_path, pixels):
         trainer.optimizer.step()
         trainer.lr_scheduler.step()
     assert lrs == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1, 0.1])
+
+
+def test_drop_last_applies_to_training_batches_only(tmp_path, pixels):
+    trainer = _trainer(tmp_path, _model(), pixels.select(range(37)))
+    trainer.args.dataloader_drop_last = True
+    trainer.args.num_train_epochs = 1
+    trainer.train()
+    assert trainer.state.global_step == 3  # 37 // 10: the partial training batch is dropped
+    assert len(trainer.predict(pixels.select(range(37))).predictions) == 37  # evaluation sees all
+    assert trainer.args.dataloader_drop_last is True

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 from warmstart_hf.config import ConfigError, parse_config
+
+
+def _guarded(action: Callable[[], int]) -> int:
+    """Run a training entry point: bad input -> message + exit status 2; always end the process group."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return action()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        _destroy_process_group()
 
 
 def main_train(argv: list[str]) -> int:
@@ -16,20 +29,16 @@ def main_train(argv: list[str]) -> int:
 
             build_parser().print_help()
         return 0 if argv else 2
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_library_progress_bars()
-    try:
-        config = parse_config(argv)
+
+    def train() -> int:
         from warmstart_hf.loop import run_experiment
 
-        run_dir = run_experiment(config)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        _destroy_process_group()
-    print(f"Run directory: {run_dir}")
-    return 0
+        config = parse_config(argv)
+        _quiet_library_progress_bars()
+        print(f"Run directory: {run_experiment(config)}")
+        return 0
+
+    return _guarded(train)
 
 
 def main_sweep(argv: list[str]) -> int:
@@ -48,25 +57,22 @@ def main_sweep(argv: list[str]) -> int:
     parser.add_argument("--launcher", default="accelerate launch", help="prefix of each command (--commands)")
     parser.add_argument("--dry-run", action="store_true", help="list the configurations and stop")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        sweep = sweeps.load_sweep(args.grid)
-        print(sweeps.describe(sweep))
+
+    def sweep() -> int:
+        grid = sweeps.load_sweep(args.grid)
+        print(sweeps.describe(grid))
         if args.dry_run:
             return 0
         if args.commands:
-            commands, slurm = sweeps.write_cluster_files(sweep, args.launcher)
+            commands, slurm = sweeps.write_cluster_files(grid, args.launcher)
             print(f"Wrote {commands} and {slurm}; submit with: sbatch {slurm}")
             return 0
         _quiet_library_progress_bars()
-        directory = sweeps.run_sweep(sweep)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        _destroy_process_group()
-    print(f"Sweep directory: {directory}\nReport: python scripts/report.py {directory}")
-    return 0
+        directory = sweeps.run_sweep(grid)
+        print(f"Sweep directory: {directory}\nReport: python scripts/report.py {directory}")
+        return 0
+
+    return _guarded(sweep)
 
 
 def main_report(argv: list[str]) -> int:

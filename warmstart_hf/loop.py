@@ -175,13 +175,15 @@ def _param_vector(model: torch.nn.Module) -> torch.Tensor:
 def _phase_training_args(config: RecipeConfig, phase_dir: Path, phase: int) -> TrainingArguments:
     seed = config.training.seed
     inc = config.incremental
-    evaluate_each_epoch = inc.track_test_curve or inc.stop_rule == "early_stopping"
     extra: dict[str, Any] = {}
-    if evaluate_each_epoch:
-        extra = {"eval_strategy": "epoch", "save_strategy": "epoch"}
-    if inc.stop_rule == "early_stopping":
+    if inc.track_test_curve or inc.stop_rule == "early_stopping":
+        extra["eval_strategy"] = "epoch"
+    if inc.stop_rule == "early_stopping":  # best-epoch reload needs a checkpoint at every evaluation
         extra.update(
-            load_best_model_at_end=True, metric_for_best_model="validation_accuracy_masked", greater_is_better=True
+            save_strategy="epoch",
+            load_best_model_at_end=True,
+            metric_for_best_model="validation_accuracy_masked",
+            greater_is_better=True,
         )
     return dataclasses.replace(
         config.training,
@@ -248,7 +250,10 @@ def _curve(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _predict(trainer: PhaseTrainer, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     output = trainer.predict(dataset)
-    return np.asarray(output.predictions), np.asarray(output.label_ids)
+    logits, labels = np.asarray(output.predictions), np.asarray(output.label_ids)
+    if len(logits) != len(dataset):  # metrics must be exact over all examples
+        raise RuntimeError(f"prediction covered {len(logits)} of {len(dataset)} examples")
+    return logits, labels
 
 
 def _save_companions(phase_dir: Path, companions: dict[str, torch.nn.Module]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -65,6 +66,14 @@ class PhaseTrainer(Trainer):
             loss = loss + self.regularizer(self.model)
         return (loss, outputs) if return_outputs else loss
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        with _keep_last_batch(self.args):
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        with _keep_last_batch(self.args):
+            return super().get_test_dataloader(test_dataset)
+
     def get_decay_parameter_names(self, model) -> list[str]:
         if self.weight_decay_scope == "all":
             return [name for name, _ in model.named_parameters()]
@@ -109,6 +118,17 @@ class PhaseTrainer(Trainer):
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+
+@contextmanager
+def _keep_last_batch(args):
+    """``dataloader_drop_last`` is for training batches; evaluation must see every example."""
+    dropping = args.dataloader_drop_last
+    args.dataloader_drop_last = False
+    try:
+        yield
+    finally:
+        args.dataloader_drop_last = dropping
 
 
 class _EpochTrainAccuracy(TrainerCallback):
