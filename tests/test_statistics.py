@@ -45,3 +45,8 @@ def test_verdicts_on_constructed_gaps(gaps, verdict):
 def test_margin_changes_the_decision():
     gaps = [0.6, 0.7, 0.65, 0.62, 0.68, 0.66]
     assert summarize_gap(gaps, margin=0.5).verdict == "warm better"
+
+
+def test_verdicts_name_the_compared_strategy():
+    assert summarize_gap([3.1, 2.8, 3.4], name="dash").verdict == "dash better"
+    assert summarize_gap([-3.1, -2.8, -3.4], name="dash").verdict == "dash worse"

@@ -54,21 +54,22 @@ def tost_p_value(values: list[float], margin: float) -> float | None:
     return float(max(p_lower, p_upper))
 
 
-def summarize_gap(values: list[float], margin: float = 1.0, alpha: float = 0.05) -> GapSummary:
+def summarize_gap(values: list[float], margin: float = 1.0, alpha: float = 0.05, name: str = "warm") -> GapSummary:
     """Gap statistics (in the units of ``values``, e.g. accuracy points) and the verdict.
 
     Order of decisions: equivalent within the margin (TOST) -> "no loss (equivalent)"; else a
-    (1 - alpha) t-interval entirely above 0 -> "warm better", entirely below 0 -> "warm worse";
-    else "inconclusive (more seeds needed)". One seed is always inconclusive.
+    (1 - alpha) t-interval entirely above 0 -> "warm better", entirely below 0 -> "warm worse"
+    (``name`` replaces "warm" for other strategies); else "inconclusive (more seeds needed)". One
+    seed is always inconclusive.
     """
     mean, low, high = t_interval(values, 1 - alpha)
     p = tost_p_value(values, margin)
     if p is not None and p < alpha:
         verdict = VERDICTS[0]
     elif low is not None and low > 0:
-        verdict = VERDICTS[1]
+        verdict = VERDICTS[1].replace("warm", name)
     elif high is not None and high < 0:
-        verdict = VERDICTS[2]
+        verdict = VERDICTS[2].replace("warm", name)
     else:
         verdict = VERDICTS[3]
     return GapSummary(len(values), mean, low, high, p, verdict)

@@ -116,7 +116,7 @@ def gap_rows(runs: list[RunInfo], baseline: str = "cold", margin: float = 1.0) -
                 gaps = paired_gaps(run, strategy, baseline, metric)
                 if not gaps:
                     continue
-                summary = summarize_gap(gaps, margin)
+                summary = summarize_gap(gaps, margin, name=strategy)
                 rows.append(
                     {
                         "configuration": run.label,
@@ -164,7 +164,9 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e-2 and value != 0 else f"{value:.2f}"
+        if abs(value) < 1e-9:
+            return "0.00"
+        return f"{value:.4g}" if abs(value) < 1e-2 else f"{value:.2f}"
     return str(value)
 
 
@@ -241,7 +243,7 @@ def plot_fig2(rows: list[dict[str, Any]], path: Path, comparison: str = "warm - 
     ax.set_yticks(range(len(chosen)), [f"{r['configuration']} ({r['scenario']})" for r in chosen], fontsize="small")
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel(f"{comparison}, {METRICS[metric][0]} (points; 95% t-interval)")
-    ax.set_title("Warm-minus-cold gap per configuration (red: the standard scheme)")
+    ax.set_title("Gap per configuration (red: the standard scheme)", fontsize="medium")
     ax.grid(alpha=0.3, axis="x")
     fig.savefig(path, dpi=110)
     plt.close(fig)
