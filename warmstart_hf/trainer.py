@@ -11,8 +11,10 @@ Trainer's own.
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +24,8 @@ from transformers import Trainer, TrainerCallback
 
 from warmstart_hf.data.augment import BatchTransform
 from warmstart_hf.optimizer_state import apply_optimizer_state
+
+RUNNING_ACCURACY_FILE = "running_train_accuracy-rank{rank}.json"  # saved into each Trainer checkpoint
 
 
 class PhaseTrainer(Trainer):
@@ -87,6 +91,15 @@ class PhaseTrainer(Trainer):
             apply_optimizer_state(optimizer, self.initial_optimizer_state)
         return optimizer
 
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if resume_from_checkpoint:  # the running accuracy of the interrupted epoch continues too
+            saved = Path(resume_from_checkpoint) / RUNNING_ACCURACY_FILE.format(rank=self.args.process_index)
+            if saved.exists():
+                counts = json.loads(saved.read_text())
+                self._correct = torch.tensor(counts["correct"])
+                self._seen = torch.tensor(counts["seen"])
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
     def epoch_train_accuracy(self) -> float:
         """The running training accuracy of the epoch that just ended (all processes), then reset.
 
@@ -137,6 +150,13 @@ class _EpochTrainAccuracy(TrainerCallback):
 
     def __init__(self, trainer: PhaseTrainer):
         self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        counts = {"correct": int(self.trainer._correct), "seen": int(self.trainer._seen)}
+        (folder / RUNNING_ACCURACY_FILE.format(rank=args.process_index)).write_text(json.dumps(counts))
+        return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
         accuracy = self.trainer.epoch_train_accuracy()
