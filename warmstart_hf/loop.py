@@ -262,9 +262,11 @@ def _save_companions(phase_dir: Path, companions: dict[str, torch.nn.Module]) ->
         save_file(tensors, str(phase_dir / f"{name}.safetensors"))
 
 
-def _phase_diagnostics(config, model, data, plan, phase, init_state, previous, sample_seed) -> dict[str, Any]:
+def _start_gradient_norms(
+    model: torch.nn.Module, data: PreparedData, phase: int, size: int, sample_seed: int
+) -> dict[str, Any]:
     """Gradient norms at the start of the phase (old chunks vs the new one), on fixed samples."""
-    size = config.incremental.diagnostics_samples
+    plan = data.plan
     old = plan.train_indices(phase - 1) if phase > 0 else []
     new = plan.chunks[phase]
     pick = lambda idx: [idx[i] for i in diagnostic_sample(len(idx), size, sample_seed)]  # noqa: E731
@@ -346,8 +348,8 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
         distance = float(torch.linalg.vector_norm(_param_vector(model) - previous)) if previous is not None else None
         diagnostics: dict[str, Any] = {}
         if inc.diagnostics and is_main:
-            diagnostics = _phase_diagnostics(
-                config, model, data, plan, phase, init_state, previous, derive_seed(seed, "diagnostics", phase)
+            diagnostics = _start_gradient_norms(
+                model, data, phase, inc.diagnostics_samples, derive_seed(seed, "diagnostics", phase)
             )
 
         eval_sets = _eval_sets(data, plan, phase, config)
