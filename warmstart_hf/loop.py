@@ -58,6 +58,7 @@ from warmstart_hf.metrics.diagnostics import (
     gradient_norm,
     weight_diagnostics,
 )
+from warmstart_hf.metrics.evaluation import masked_predictions
 from warmstart_hf.models import TimmClassifierConfig, TimmImageClassifier, build_classifier_config, create_classifier
 from warmstart_hf.optimizer_state import load_optimizer_state, save_optimizer_state
 from warmstart_hf.report import write_run_summary
@@ -223,11 +224,9 @@ def _accuracy_metrics(seen: list[int]):
 
     def compute(prediction) -> dict[str, float]:
         logits, labels = np.asarray(prediction.predictions), np.asarray(prediction.label_ids)
-        masked = np.full_like(logits, -np.inf)
-        masked[:, seen] = logits[:, seen]
         return {
             "accuracy": accuracy(logits.argmax(-1), labels),
-            "accuracy_masked": accuracy(masked.argmax(-1), labels),
+            "accuracy_masked": accuracy(masked_predictions(logits, seen), labels),
         }
 
     return compute

@@ -27,6 +27,13 @@ def accuracy(predictions: np.ndarray, references: np.ndarray) -> float:
     return load_accuracy_metric().compute(predictions=predictions, references=references)["accuracy"]
 
 
+def masked_predictions(logits: np.ndarray, seen: list[int]) -> np.ndarray:
+    """Argmax over the seen classes only (logits masked to the classes learned so far, Dohare)."""
+    masked = np.full_like(logits, -np.inf)
+    masked[:, seen] = logits[:, seen]
+    return masked.argmax(-1)
+
+
 def phase_metrics(
     plan: PhasePlan,
     phase: int,
@@ -39,9 +46,7 @@ def phase_metrics(
     seen = plan.classes_seen(phase)
     seen_mask = np.isin(test_labels, seen)
     test_pred = test_logits.argmax(-1)
-    masked_logits = np.full_like(test_logits, -np.inf)
-    masked_logits[:, seen] = test_logits[:, seen]
-    masked_pred = masked_logits.argmax(-1)
+    masked_pred = masked_predictions(test_logits, seen)
     train_loss = F.cross_entropy(torch.from_numpy(train_logits).float(), torch.from_numpy(train_labels)).item()
     return {
         "classes_seen": len(seen),

@@ -16,13 +16,11 @@ import yaml
 
 from warmstart_hf.io import atomic_write_text, read_jsonl
 from warmstart_hf.report.statistics import summarize_gap, t_interval
+from warmstart_hf.report.summary import average_test_accuracy, final_test_accuracy
 
 METRICS = {
-    "final": ("final test accuracy", lambda records: records[-1]["test_accuracy"]),
-    "average": (
-        "average incremental test accuracy",
-        lambda records: float(np.mean([r["test_accuracy"] for r in records])),
-    ),
+    "final": ("final test accuracy", final_test_accuracy),
+    "average": ("average incremental test accuracy", average_test_accuracy),
 }
 
 

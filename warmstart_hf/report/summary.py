@@ -23,6 +23,16 @@ def load_run_results(run_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
     return arms
 
 
+def final_test_accuracy(records: list[dict[str, Any]]) -> float:
+    """Test accuracy after the last phase of an arm."""
+    return records[-1]["test_accuracy"]
+
+
+def average_test_accuracy(records: list[dict[str, Any]]) -> float:
+    """Average incremental test accuracy: the mean over phases (the paper's Figs. 3 and 5)."""
+    return float(np.mean([r["test_accuracy"] for r in records]))
+
+
 def summary_rows(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per strategy: means over seeds of final and average-incremental test accuracy, and
     the warm-minus-cold style gap to ``cold`` paired by seed (same split and init)."""
@@ -32,10 +42,10 @@ def summary_rows(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     num_phases = max(len(r) for r in arms.values()) if arms else 0
 
     def final(records):
-        return records[-1]["test_accuracy"] if len(records) == num_phases else None
+        return final_test_accuracy(records) if len(records) == num_phases else None
 
     def average(records):
-        return float(np.mean([r["test_accuracy"] for r in records])) if len(records) == num_phases else None
+        return average_test_accuracy(records) if len(records) == num_phases else None
 
     rows = []
     cold = by_strategy.get("cold", {})
