@@ -29,6 +29,7 @@ RUNNING_ACCURACY_FILE = "running_train_accuracy-rank{rank}.json"  # saved into e
 
 
 class PhaseTrainer(Trainer):
+    loss_is_scaled_for_ga = False  # see __init__
     def __init__(
         self,
         *args: Any,
@@ -44,6 +45,10 @@ class PhaseTrainer(Trainer):
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        # Every loss this trainer computes is a per-device batch mean (plus a regularizer): the Trainer
+        # must divide it by the accumulation steps and DDP averages it over processes, so one optimizer
+        # step is the same update for 1 x B, N x B/N and B/k x k accumulation, whatever the model says.
+        self.model_accepts_loss_kwargs = False
         self.augment = augment
         self.lr_milestones = list(lr_milestones or [])
         self.lr_gamma = lr_gamma

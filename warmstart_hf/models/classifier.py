@@ -54,6 +54,10 @@ class TimmImageClassifier(PreTrainedModel):
     config_class = TimmClassifierConfig
     base_model_prefix = "timm_model"
     main_input_name = "pixel_values"
+    # The loss is a per-batch mean. Without this the Trainer (seeing **kwargs in forward) assumes the
+    # model normalises by num_items_in_batch: it skips the division by gradient-accumulation steps and
+    # multiplies the loss by the number of processes (REFERENCES 7).
+    accepts_loss_kwargs = False
 
     def __init__(self, config: TimmClassifierConfig):
         super().__init__(config)

@@ -1,0 +1,59 @@
+"""One optimizer step with global batch B is the same update for 1 process x B, 2 processes x B/2
+and 1 process x B/2 x 2 accumulation steps (BatchNorm swapped for a per-sample norm, so only the
+loss scaling can differ), with the L2-init regularizer in the loss."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+from tests.update_probe import one_step_update
+
+
+def test_gradient_accumulation_gives_the_update_of_the_full_batch(tmp_path):
+    full = one_step_update(16, 1, str(tmp_path / "a"))
+    accumulated = one_step_update(8, 2, str(tmp_path / "b"))
+    assert full.abs().max() > 1e-3  # the step moved the weights
+    torch.testing.assert_close(accumulated, full, rtol=1e-4, atol=1e-6)
+
+
+def test_regularizer_is_scaled_like_the_loss(tmp_path):
+    plain = one_step_update(16, 1, str(tmp_path / "a"), l2_lam=0.0)
+    regularized = one_step_update(16, 1, str(tmp_path / "b"), l2_lam=0.01)
+    accumulated = one_step_update(8, 2, str(tmp_path / "c"), l2_lam=0.01)
+    # lr 0.5 x d/dtheta [0.01 ||theta - (theta0 + 0.05)||^2] at theta0 = 0.5 x 0.01 x 2 x 0.05 per weight
+    torch.testing.assert_close(regularized - plain, torch.full_like(plain, 0.5 * 0.01 * 2 * 0.05), rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(accumulated, regularized, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_update_of_one(tmp_path):
+    single = one_step_update(16, 1, str(tmp_path / "a"))
+    out = tmp_path / "two.pt"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"),
+            "--main_process_port",
+            "29541",
+            str(REPO / "tests" / "update_probe.py"),
+            str(out),
+            "8",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    torch.testing.assert_close(torch.load(out), single, rtol=1e-4, atol=1e-6)
