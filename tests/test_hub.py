@@ -171,6 +171,7 @@ def test_run_pushes_every_phase_and_each_loads_back_by_revision(hub, tmp_path, c
         text = card.text
         assert f"Reference variant: {STRATEGIES['warm'].reference}" in text
         assert "Optimizer state between phases: reset" in text
+        assert "Gradient clipping: none (`max_grad_norm: 0`)" in text
         assert f'from_pretrained("{repo}", revision="phase-{phase:02d}")' in text
         assert f"init_from: hub://{repo}@phase-{phase:02d}" in text
         assert "Split seed (the run's master seed" in text and "dataset: sklearn:digits" in text

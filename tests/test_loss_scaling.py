@@ -57,3 +57,16 @@ def test_two_processes_give_the_update_of_one(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     torch.testing.assert_close(torch.load(out), single, rtol=1e-4, atol=1e-6)
+
+
+def test_gradients_are_not_clipped_unless_the_recipe_says_so(tmp_path):
+    from warmstart_hf.config import parse_config
+
+    default = parse_config([]).training.max_grad_norm
+    assert parse_config([]).to_dict()["training"]["max_grad_norm"] == default == 0.0  # recorded in config.yaml
+    assert parse_config(["--max_grad_norm", "0.5"]).training.max_grad_norm == 0.5
+    unclipped = one_step_update(16, 1, str(tmp_path / "a"), max_grad_norm=default)
+    clipped = one_step_update(16, 1, str(tmp_path / "b"), max_grad_norm=1.0)  # transformers' own default
+    assert unclipped.norm() / 0.5 > 1.0  # lr 0.5: the gradient norm exceeds 1, so clipping would bite
+    torch.testing.assert_close(unclipped, one_step_update(16, 1, str(tmp_path / "c"), max_grad_norm=0.0))
+    assert clipped.norm() < 0.9 * unclipped.norm()

@@ -44,7 +44,9 @@ def pixels(num: int = 64) -> Dataset:
     return Dataset.from_dict(data, features=features).with_format("numpy")
 
 
-def one_step_update(batch: int, accumulation: int, output_dir: str, l2_lam: float = 0.01) -> torch.Tensor:
+def one_step_update(
+    batch: int, accumulation: int, output_dir: str, l2_lam: float = 0.01, max_grad_norm: float = 0.0
+) -> torch.Tensor:
     model = tiny_batch_independent_model()
     before = torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
     anchor = {name: p.detach() + 0.05 for name, p in model.named_parameters()}  # a non-zero regularizer gradient
@@ -57,7 +59,7 @@ def one_step_update(batch: int, accumulation: int, output_dir: str, l2_lam: floa
         learning_rate=0.5,
         optim="sgd",
         weight_decay=0.0,
-        max_grad_norm=0.0,
+        max_grad_norm=max_grad_norm,
         lr_scheduler_type="constant",
         save_strategy="no",
         report_to="none",

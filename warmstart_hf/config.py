@@ -231,6 +231,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "lr_scheduler_type": "constant",
     "per_device_eval_batch_size": 256,
     "disable_tqdm": True,
+    # transformers clips at 1.0 by default; none of the from-scratch references clips (He et al. as the
+    # target study uses it, Ash & Adams, DASH, Dohare et al.). A recipe that clips says so (Hare &
+    # Tortoise: 0.5).
+    "max_grad_norm": 0.0,
 }
 
 ARGUMENT_CLASSES = (DataArguments, ModelArguments, IncrementalArguments, StrategyArguments, TrainingArguments)

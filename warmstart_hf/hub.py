@@ -509,6 +509,7 @@ def render_card(arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str
         phase=phase,
         num_phases=summary["num_phases"],
         model_name=run_config["model"]["model_name"],
+        training=run_config["training"],
         strategy=strategy,
         **_strategy_description(strategy, run_config.get("strategy", {})),
         dataset=dataset,
