@@ -244,3 +244,25 @@ def test_early_stopping_reloads_the_best_epoch_and_label_noise_is_applied(tiny_r
         assert record["best_validation_accuracy"] == pytest.approx(best)
         assert record["best_step"] in [p["step"] for p in curve]
         assert all("test_accuracy" in p and "train_accuracy_running" in p for p in curve)
+
+
+@pytest.mark.slow
+def test_mixed_optimizer_policies_warn_and_every_table_shows_each_arms_policy(tiny_recipe, capsys):
+    from warmstart_hf.config import StrategyArguments
+    from warmstart_hf.report.study import write_study_report
+    from warmstart_hf.strategies import mixed_optimizer_policies
+
+    recipe = {**tiny_recipe, "num_phases": 2, "num_train_epochs": 1, "diagnostics": False}
+    recipe["strategies"] = ["warm", "cold", "shrink_perturb"]  # defaults: warm resets, gaussian S&P carries
+    run_dir = run_experiment(parse_config(recipe=recipe))
+    out = capsys.readouterr().out
+    assert "warning: the warm-derived arms mix optimizer-state policies (warm: reset, shrink_perturb: carry)" in out
+    policies = {arm: {r["optimizer_state"] for r in _results(run_dir, f"{arm}-seed0")} for arm in recipe["strategies"]}
+    assert policies == {"warm": {"reset"}, "cold": {"reset"}, "shrink_perturb": {"carry"}}
+    summary = (run_dir / "summary.md").read_text()
+    assert "| shrink_perturb | carry | 1 |" in summary and "| warm | reset | 1 |" in summary
+    report = write_study_report([run_dir], run_dir / "report")
+    rows = {line.split(",")[2]: line for line in (report / "strategies.csv").read_text().splitlines()[1:]}
+    assert ",shrink_perturb,carry," in rows["shrink_perturb"] and ",warm,reset," in rows["warm"]
+    same = StrategyArguments(optimizer_state="carry")
+    assert mixed_optimizer_policies(recipe["strategies"], same) is None

@@ -9,6 +9,7 @@ import yaml
 from tests.conftest import REPO
 from warmstart_hf.config import ConfigError, parse_config
 from warmstart_hf.report.study import steps_to_reach, write_study_report
+from warmstart_hf.strategies import mixed_optimizer_policies
 from warmstart_hf.sweep import arm_commands, configuration_config, load_sweep, run_sweep, write_cluster_files
 
 ALL_YAML = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if "accelerate_configs" not in p.parts)
@@ -20,9 +21,15 @@ def test_every_recipe_and_grid_validates_and_states_its_command(path):
     assert text.startswith("#") and str(path.relative_to(REPO)) in text.split("\n\n")[0]
     spec = yaml.safe_load(text)
     if "grid" in spec:
-        assert load_sweep(path).arm_count() > 0
+        sweep = load_sweep(path)
+        assert sweep.arm_count() > 0
+        configs = [configuration_config(sweep, c, sweep.seeds[0]) for c in sweep.configurations]
     else:
-        assert parse_config([str(path)]).training.run_name
+        configs = [parse_config([str(path)])]
+        assert configs[0].training.run_name
+    for config in configs:  # comparisons state the optimizer policy, the same for every warm-derived arm
+        assert config.strategy.optimizer_state in ("reset", "carry"), path
+        assert mixed_optimizer_policies(config.incremental.strategies, config.strategy) is None
 
 
 def _grid(tmp_path, tiny_recipe, **extra) -> Path:

@@ -63,7 +63,7 @@ from warmstart_hf.models import TimmClassifierConfig, TimmImageClassifier, build
 from warmstart_hf.optimizer_state import load_optimizer_state, save_optimizer_state
 from warmstart_hf.report import write_run_summary
 from warmstart_hf.seeding import derive_seed
-from warmstart_hf.strategies import PhaseContext, Strategy, create_strategy
+from warmstart_hf.strategies import PhaseContext, Strategy, create_strategy, mixed_optimizer_policies
 from warmstart_hf.trainer import PhaseProgress, PhaseTrainer, unwrap_optimizer_state
 
 logger = logging.getLogger(__name__)
@@ -155,6 +155,10 @@ def run_experiment(config: RecipeConfig) -> Path:
             f"Run {config.run_dir}: arms {config.incremental.strategies}, {config.num_phases} phases, "
             f"world_size={args.world_size}, device={args.device}"
         )
+        mixed = mixed_optimizer_policies(config.incremental.strategies, config.strategy)
+        if mixed:
+            logger.warning(mixed)
+            print(f"warning: {mixed}")
         record = {"fingerprint": config.experiment_fingerprint(), **config.to_dict()}
         atomic_write_text(config.run_dir / "config.yaml", yaml.safe_dump(record, sort_keys=False))
     for name in config.incremental.strategies:
@@ -393,6 +397,7 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             **phase_metrics(plan, phase, train_logits, train_labels, test_logits, test_labels),
             "start_distance_to_previous": distance,
             "strategy_stats": start.stats,
+            "optimizer_state": strategy.optimizer_policy(),
             "epochs": trained_epochs,
             "steps": int(trainer.state.global_step),
             "train_seconds": round(seconds, 3),

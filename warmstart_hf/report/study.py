@@ -16,7 +16,7 @@ import yaml
 
 from warmstart_hf.io import atomic_write_text, read_jsonl
 from warmstart_hf.report.statistics import summarize_gap, t_interval
-from warmstart_hf.report.summary import average_test_accuracy, final_test_accuracy
+from warmstart_hf.report.summary import average_test_accuracy, final_test_accuracy, optimizer_policies
 
 METRICS = {
     "final": ("final test accuracy", final_test_accuracy),
@@ -139,6 +139,7 @@ def strategy_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
                 "configuration": run.label,
                 "scenario": run.scenario,
                 "strategy": strategy,
+                "optimizer_state": optimizer_policies(arms.values()),
                 "seeds": len(arms),
             }
             for metric, (_, value) in METRICS.items():
@@ -280,6 +281,7 @@ def write_study_report(paths: list[str | Path], out_dir: str | Path | None = Non
         "configuration",
         "scenario",
         "strategy",
+        "optimizer_state",
         "seeds",
         "final_mean",
         "final_ci_low",

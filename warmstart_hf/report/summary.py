@@ -66,6 +66,7 @@ def summary_rows(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "strategy": strategy,
+                "optimizer_state": optimizer_policies(seeds.values()),
                 "seeds": len(seeds),
                 "phases_done": min(len(r) for r in seeds.values()),
                 "final_test_accuracy": float(np.mean(complete)) if complete else None,
@@ -80,6 +81,11 @@ def summary_rows(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
+def optimizer_policies(arms) -> str:
+    """The optimizer-state policy of a strategy's arms (``-`` for results older than the field)."""
+    return ",".join(sorted({records[0].get("optimizer_state", "-") for records in arms}))
+
+
 def _fmt(value: Any, percent: bool = True, signed: bool = False) -> str:
     if value is None:
         return "-"
@@ -91,11 +97,12 @@ def _fmt(value: Any, percent: bool = True, signed: bool = False) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     header = (
-        "| strategy | seeds | phases | final test acc (%) | avg incremental test acc (%) | final train acc (%) "
-        "| gap vs cold, final (pts) | gap vs cold, avg (pts) |\n|---|---|---|---|---|---|---|---|\n"
+        "| strategy | optimizer state | seeds | phases | final test acc (%) | avg incremental test acc (%) "
+        "| final train acc (%) | gap vs cold, final (pts) | gap vs cold, avg (pts) |\n" + "|---" * 9 + "|\n"
     )
     lines = [
-        f"| {r['strategy']} | {r['seeds']} | {r['phases_done']} | {_fmt(r['final_test_accuracy'])} | "
+        f"| {r['strategy']} | {r['optimizer_state']} | {r['seeds']} | {r['phases_done']} | "
+        f"{_fmt(r['final_test_accuracy'])} | "
         f"{_fmt(r['avg_incremental_test_accuracy'])} | {_fmt(r['final_train_accuracy'])} | "
         f"{_fmt(r['gap_vs_cold_final'], signed=True)} | {_fmt(r['gap_vs_cold_avg'], signed=True)} |"
         for r in rows

@@ -31,6 +31,19 @@ def create_strategy(name: str, options: StrategyArguments | None = None) -> Stra
     return STRATEGIES[name](options or StrategyArguments())
 
 
+def mixed_optimizer_policies(names: list[str], options: StrategyArguments) -> str | None:
+    """A warning when the warm-derived arms of a comparison treat the optimizer state differently
+    (then a gap to cold mixes the intervention with the optimizer policy), else None."""
+    policies = {n: create_strategy(n, options).optimizer_policy() for n in names if STRATEGIES[n].warm_derived}
+    if len(set(policies.values())) < 2:
+        return None
+    listed = ", ".join(f"{n}: {p}" for n, p in policies.items())
+    return (
+        f"the warm-derived arms mix optimizer-state policies ({listed}), so their gaps to cold also differ by "
+        "the optimizer policy. Set `optimizer_state: reset` or `carry` in the recipe to compare like with like."
+    )
+
+
 # Registering imports (each module adds its strategies to STRATEGIES).
 from warmstart_hf.strategies import hare_tortoise, regularizers, resets, warm_cold  # noqa: E402,F401
 from warmstart_hf.strategies.dash import dash  # noqa: E402
@@ -42,6 +55,7 @@ __all__ = [
     "PhaseStart",
     "Strategy",
     "create_strategy",
+    "mixed_optimizer_policies",
     "dash",
     "register_strategy",
     "shrink_perturb",

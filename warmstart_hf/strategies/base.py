@@ -72,6 +72,7 @@ class Strategy:
     name: str = ""
     reference: str = ""
     default_optimizer_state: str = "reset"
+    warm_derived: bool = True  # starts from the previous phase's model (every strategy but cold)
 
     def __init__(self, options: StrategyArguments):
         self.options = options
@@ -83,3 +84,7 @@ class Strategy:
         """Whether the optimizer state carries into the next phase (the recipe's ``optimizer_state``
         or, when unset, this strategy's reference default)."""
         return (self.options.optimizer_state or self.default_optimizer_state) == "carry"
+
+    def optimizer_policy(self) -> str:
+        """``"carry"`` or ``"reset"``: what this arm does with the optimizer state between phases."""
+        return "carry" if self.carries_optimizer_state() else "reset"

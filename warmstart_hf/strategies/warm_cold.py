@@ -36,6 +36,7 @@ class ColdStart(Strategy):
     """
 
     reference = "Ash & Adams 2020 (fresh draw); FIRE full reset (cold_init: same)"
+    warm_derived = False
 
     def carries_optimizer_state(self) -> bool:
         return False  # a cold start is a new training run: its optimizer is always new
