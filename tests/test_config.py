@@ -74,6 +74,8 @@ def test_resolved_config_round_trips_through_yaml(tiny_recipe):
         ({"lr_milestones": [2], "lr_scheduler_type": "cosine"}, ["lr_scheduler_type", "constant"]),
         ({"phase_fractions": [0.6, 0.5]}, ["phase_fractions", "increasing"]),
         ({"augmentation": ["crop", "mixup"]}, ["augmentation", "mixup"]),
+        ({"phase_epochs": [1, 2]}, ["phase_epochs", "3 phases"]),
+        ({"phase_epochs": [1, 0, 2]}, ["phase_epochs", "positive"]),
     ],
 )
 def test_bad_recipe_values_fail_with_field_value_and_fix(tiny_recipe, override, needles):
@@ -115,3 +117,22 @@ def test_script_exits_2_on_bad_input_and_leaves_run_dir_untouched(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "num_phases" in proc.stderr and "11" in proc.stderr and "10 classes" in proc.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == ["marker.txt"]
+
+
+@pytest.mark.parametrize("target", ["output_dir", "run_dir"])
+def test_an_output_dir_that_is_a_file_is_refused_like_any_bad_input(tiny_recipe, tmp_path, capsys, target):
+    import yaml
+
+    from warmstart_hf.cli import main_train
+
+    blocker = tmp_path / "runs"
+    if target == "run_dir":
+        blocker.mkdir()
+        blocker = blocker / "tiny"
+    blocker.write_text("not a directory")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe))
+    assert main_train([str(recipe)]) == 2
+    message = capsys.readouterr().err
+    assert "`output_dir`" in message and str(blocker) in message and "Fix" in message
+    assert blocker.read_text() == "not a directory"

@@ -266,3 +266,12 @@ def test_mixed_optimizer_policies_warn_and_every_table_shows_each_arms_policy(ti
     assert ",shrink_perturb,carry," in rows["shrink_perturb"] and ",warm,reset," in rows["warm"]
     same = StrategyArguments(optimizer_state="carry")
     assert mixed_optimizer_policies(recipe["strategies"], same) is None
+
+
+@pytest.mark.slow
+def test_phase_epochs_give_each_phase_its_own_length(tiny_recipe):
+    recipe = {**tiny_recipe, "strategies": ["warm"], "phase_epochs": [3, 1, 2], "diagnostics": False}
+    warm = _results(run_experiment(parse_config(recipe=recipe)), "warm-seed0")
+    assert [r["epochs"] for r in warm] == [3.0, 1.0, 2.0]
+    # 240 train examples in 3 chunks, batch 32: ceil(80/32)=3, ceil(160/32)=5, ceil(240/32)=8 steps per epoch
+    assert [r["steps"] for r in warm] == [9, 5, 16]

@@ -233,11 +233,16 @@ def test_hare_tortoise_ema_and_periodic_reset():
             assert torch.allclose(value, 0.9 * slow_before[key] + 0.1 * fast), key
         else:
             assert torch.equal(value, fast), key
-    callback.on_epoch_end(None, SimpleNamespace(epoch=1.0), None, model=hare)
-    assert not torch.equal(hare.fc.weight, tortoise.fc.weight)
-    callback.on_epoch_end(None, SimpleNamespace(epoch=2.0), None, model=hare)
+    # the reference resets after 0-indexed epochs 0, 2, 4 (reset_epochs 2), i.e. after epochs 1, 3, 5
+    resets_after = []
+    for epoch in range(1, 6):
+        hare.fc.weight.data.add_(1.0)  # training moves the hare away from the tortoise
+        callback.on_epoch_end(None, SimpleNamespace(epoch=float(epoch)), None, model=hare)
+        if torch.equal(hare.fc.weight, tortoise.fc.weight):
+            resets_after.append(epoch)
+    assert resets_after == [1, 3, 5] and callback.resets == 3
     assert all(torch.equal(v, tortoise.state_dict()[k]) for k, v in hare.state_dict().items())
-    assert callback.resets == 1
+    assert hare.fc.weight.data_ptr() != tortoise.fc.weight.data_ptr()  # a copy, not shared storage
 
 
 # ------------------------------------------------------------------ identical weights on every rank

@@ -106,6 +106,13 @@ class IncrementalArguments:
         metadata={"help": "Batched on-device augmentations for training (crop, flip); empty for none."},
     )
     crop_padding: int = field(default=4, metadata={"help": "Zero padding of the random crop, in pixels."})
+    phase_epochs: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Epochs of each phase, one value per phase, instead of num_train_epochs for all (Hare & "
+            "Tortoise: 100 / the new data's ratio, e.g. 1000 111)."
+        },
+    )
     lr_milestones: list[float] | None = field(
         default=None,
         metadata={"help": "Epochs at which the LR is multiplied by lr_gamma (multi-step schedule)."},
@@ -547,6 +554,12 @@ def validate_config(config: RecipeConfig) -> None:
         if getattr(s, name) < 1:
             raise _fail(name, getattr(s, name), "it must be at least 1")
     validate_hub_settings(config)
+    for path in (Path(tr.output_dir), config.run_dir):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(
+                f"Recipe field `output_dir` has value {tr.output_dir!r}, but {str(path)!r} is a file, not a "
+                "directory. Fix: point `output_dir` (and `run_name`) at a directory, or move that file away."
+            )
     if inc.diagnostics_samples < 1:
         raise _fail("diagnostics_samples", inc.diagnostics_samples, "it must be at least 1")
     if inc.label_noise is not None:
@@ -554,6 +567,11 @@ def validate_config(config: RecipeConfig) -> None:
             raise _fail("label_noise", inc.label_noise, f"give one rate per phase ({config.num_phases} phases)")
         if any(not 0 <= r < 1 for r in inc.label_noise):
             raise _fail("label_noise", inc.label_noise, "each rate must be in [0, 1)")
+    if inc.phase_epochs is not None:
+        if len(inc.phase_epochs) != config.num_phases:
+            raise _fail("phase_epochs", inc.phase_epochs, f"give one count per phase ({config.num_phases} phases)")
+        if any(e <= 0 for e in inc.phase_epochs) or tr.max_steps > 0:
+            raise _fail("phase_epochs", inc.phase_epochs, "each count must be positive, and max_steps must be unset")
     if inc.stop_rule == "early_stopping" and not d.validation_per_class:
         raise _fail("stop_rule", inc.stop_rule, "early_stopping needs a validation split: set validation_per_class")
     if not 0 < inc.stop_train_accuracy <= 1:

@@ -190,6 +190,8 @@ def _phase_training_args(config: RecipeConfig, phase_dir: Path, phase: int) -> T
             metric_for_best_model="validation_accuracy_masked",
             greater_is_better=True,
         )
+    if inc.phase_epochs:
+        extra["num_train_epochs"] = inc.phase_epochs[phase]
     return dataclasses.replace(
         config.training,
         output_dir=str(phase_dir),
@@ -319,8 +321,9 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
         if strategy.carries_optimizer_state() and (previous_dir / OPTIMIZER_STATE_FILE).exists():
             carried_state = load_optimizer_state(previous_dir / OPTIMIZER_STATE_FILE)
 
-    epochs = int(np.ceil(args.num_train_epochs)) if args.max_steps <= 0 else 1
-    bar = tqdm(total=num_phases * epochs, initial=start_phase * epochs, desc=directory.name) if is_main else None
+    uniform = args.num_train_epochs if args.max_steps <= 0 else 1
+    epochs = [int(np.ceil(e)) for e in inc.phase_epochs or [uniform] * num_phases]
+    bar = tqdm(total=sum(epochs), initial=sum(epochs[:start_phase]), desc=directory.name) if is_main else None
     augment = build_augmentation(inc.augmentation, crop_padding=inc.crop_padding, rotation_degrees=inc.rotation_degrees)
     diagnostics_set = None
     if inc.diagnostics:

@@ -30,6 +30,7 @@ RUNNING_ACCURACY_FILE = "running_train_accuracy-rank{rank}.json"  # saved into e
 
 class PhaseTrainer(Trainer):
     loss_is_scaled_for_ga = False  # see __init__
+
     def __init__(
         self,
         *args: Any,

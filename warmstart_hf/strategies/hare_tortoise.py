@@ -19,7 +19,10 @@ TORTOISE_FILE = "tortoise.safetensors"
 class HareTortoiseCallback(TrainerCallback):
     """After every optimizer step: tortoise <- ema * tortoise + (1 - ema) * hare, over parameters AND
     floating-point buffers (integer buffers such as BatchNorm's step count are copied). At the end of
-    every ``reset_epochs``-th epoch the hare is reset to the tortoise. The tortoise is saved into each
+    epochs 1, 1 + ``reset_epochs``, 1 + 2 ``reset_epochs``, ... of every phase the hare is reset to the
+    tortoise (the reference's 0-indexed ``epoch % reset_every == 0``). The reference's reset makes hare
+    and tortoise share storage until the next EMA update (``fast.data = slow.data``); here the hare gets
+    a copy, so the optimizer step after a reset does not move the tortoise. The tortoise is saved into each
     Trainer checkpoint so an interrupted phase resumes exactly."""
 
     def __init__(self, tortoise: nn.Module, ema: float, reset_epochs: int):
@@ -43,8 +46,10 @@ class HareTortoiseCallback(TrainerCallback):
 
     @torch.no_grad()
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        epoch = round(state.epoch or 0)
-        if epoch > 0 and epoch % self.reset_epochs == 0:
+        # The reference resets at the end of epochs whose 0-indexed number within the phase is a multiple
+        # of reset_epochs: after the 1st, 11th, 21st, ... epoch (src/trainers/base.py of Hare-Tortoise).
+        finished = round(state.epoch or 0) - 1
+        if finished >= 0 and finished % self.reset_epochs == 0:
             model.load_state_dict(self.tortoise.state_dict())
             self.resets += 1
 
@@ -61,12 +66,12 @@ class HareTortoiseCallback(TrainerCallback):
 @register_strategy("hare_tortoise")
 class HareTortoise(Strategy):
     """The hare (the trained model) warm-starts every phase; the tortoise is an EMA (``ht_ema``,
-    0.999) of its parameters and buffers, updated every step and carried across phases; every
-    ``ht_reset_epochs`` (10) epochs the hare is reset to the tortoise. Both are evaluated: the
+    0.999) of its parameters and buffers, updated every step and carried across phases; after epochs
+    1, 11, 21, ... of every phase (``ht_reset_epochs`` 10) the hare is reset to the tortoise. Both are evaluated: the
     phase's results are the hare's, with the tortoise's under ``companions.tortoise``. Optimizer:
     reset unless ``optimizer_state: carry``."""
 
-    reference = "Hare & Tortoise, Lee et al. 2024 (EMA 0.999, reset every 10 epochs)"
+    reference = "Hare & Tortoise, Lee et al. 2024 (EMA 0.999, reset after epochs 1, 11, 21, ... of each phase)"
 
     def __init__(self, options):
         super().__init__(options)
