@@ -46,41 +46,61 @@ def _model():
     return create_classifier(cfg, 0).eval()
 
 
-class _FourChannels(torch.nn.Module):
-    """conv(1->4) + ReLU with hand-set weights: channel 0 is always active, channel 1 never, channels
-    2 and 3 exactly on the non-blank images."""
+class _TwoReLUs(torch.nn.Module):
+    """conv(1->2) + ReLU, then conv(2->1) + ReLU (the last one, pooled), with hand-set weights: on an
+    image with one bright pixel, channel 0 of the first ReLU is non-zero at that position only, channel
+    1 never; the last ReLU is non-zero at that position."""
 
     def __init__(self):
         super().__init__()
-        self.conv = torch.nn.Conv2d(1, 4, kernel_size=1)
-        self.act = torch.nn.ReLU()
+        self.conv1 = torch.nn.Conv2d(1, 2, kernel_size=1)
+        self.act1 = torch.nn.ReLU()
+        self.conv2 = torch.nn.Conv2d(2, 1, kernel_size=1)
+        self.act2 = torch.nn.ReLU()
         with torch.no_grad():
-            self.conv.weight.copy_(torch.tensor([0.0, 0.0, 1.0, 1.0]).view(4, 1, 1, 1))
-            self.conv.bias.copy_(torch.tensor([1.0, -1.0, -0.5, -0.5]))
+            self.conv1.weight.copy_(torch.tensor([1.0, 0.0]).view(2, 1, 1, 1))
+            self.conv1.bias.copy_(torch.tensor([-0.5, -1.0]))
+            self.conv2.weight.fill_(1.0)
+            self.conv2.bias.zero_()
 
     def forward_features(self, x):
-        return self.act(self.conv(x.float() / 255.0)).mean((2, 3))
+        return self.act2(self.conv2(self.act1(self.conv1(x.float() / 255.0)))).mean((2, 3))
 
 
-def _images(values):
-    features = Features({"pixel_values": Array3D((1, 2, 2), "uint8"), "labels": Value("int64")})
-    pixels = np.stack([np.full((1, 2, 2), v, dtype=np.uint8) for v in values])
-    return Dataset.from_dict({"pixel_values": pixels, "labels": [0] * len(values)}, features=features).with_format(
+def _images(bright_pixels: list[int], size: int = 32):
+    """One image per entry: black, with ``n`` bright pixels in its first row."""
+    features = Features({"pixel_values": Array3D((1, size, size), "uint8"), "labels": Value("int64")})
+    pixels = np.zeros((len(bright_pixels), 1, size, size), dtype=np.uint8)
+    for image, n in zip(pixels, bright_pixels):
+        image[0, 0, :n] = 255
+    return Dataset.from_dict({"pixel_values": pixels, "labels": [0] * len(pixels)}, features=features).with_format(
         "numpy"
     )
 
 
-def test_dormant_units_are_counted_per_channel():
-    blank_but_one = [255] + [0] * 199
-    d = activation_diagnostics(_FourChannels(), _images(blank_but_one), batch_size=64)
-    assert d["num_units"] == 4 and d["num_samples"] == 200
-    assert d["dormant_fraction"] == 0.75  # 1 never; 2 and 3 on 0.5% of the inputs (< 1%)
-    two_of_200 = [255, 255] + [0] * 198
-    assert activation_diagnostics(_FourChannels(), _images(two_of_200))["dormant_fraction"] == 0.25  # 1% is not < 1%
-    half = [255] * 100 + [0] * 100
-    assert activation_diagnostics(_FourChannels(), _images(half))["dormant_fraction"] == 0.25
+def test_dormant_units_follow_dohare_per_entry_definition():
+    # one bright pixel of 1,024 in every image: channel 0 is non-zero on 0.1% of (sample x position)
+    # entries, so dormant for Dohare, but its spatial mean is > 0 on every image (active for the old rule)
+    d = activation_diagnostics(_TwoReLUs(), _images([1] * 50))
+    assert d["num_units"] == 3 and d["num_samples"] == 50
+    assert d["dormant_fraction"] == pytest.approx(2 / 3)  # channels 0 and 1; the pooled last ReLU is active
+    assert d["dormant_fraction_spatial_mean"] == pytest.approx(1 / 3)  # channel 1 only
+    # 11 bright pixels of 1,024 (1.07%) in every image: active for both
+    assert activation_diagnostics(_TwoReLUs(), _images([11] * 50))["dormant_fraction"] == pytest.approx(1 / 3)
+    # the last ReLU is pooled: active on 1 image of 200 (0.5% of samples) -> dormant
+    assert activation_diagnostics(_TwoReLUs(), _images([32] + [0] * 199))["dormant_fraction"] == 1.0
+
+
+def test_activation_diagnostics_use_batch_statistics_on_a_copy():
     model = _model()
-    assert 0.0 <= activation_diagnostics(model, _pixels())["dormant_fraction"] < 1.0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    d = activation_diagnostics(model, _pixels())
+    assert not model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    train_mode = _model().train()
+    with torch.no_grad():
+        features = train_mode.forward_features(torch.from_numpy(np.asarray(_pixels()[:]["pixel_values"])))
+    assert d["effective_rank"] == pytest.approx(_rank_measures(features.float())[0], rel=1e-6)
+    assert 0.0 <= d["dormant_fraction"] < 1.0
 
 
 def test_weight_diagnostics_and_gradient_norm():

@@ -89,3 +89,19 @@ def test_cold_same_restores_theta0_including_batchnorm_buffers():
     )
     for key, value in restored.state_dict().items():
         assert torch.equal(value, theta0[key]), key
+
+
+def test_fresh_init_shrink_perturb_also_applies_before_the_first_phase_by_default():
+    """The Ash & Adams code applies S&P to the round-1 initialization too; that is the default."""
+    theta0 = create_classifier(_config(), 0)
+    init_state = {k: v.clone() for k, v in theta0.state_dict().items()}
+    ctx = _context(theta0, 0, init_state, sp_mode="fresh_init")
+    fresh = ctx.fresh_model()
+    start = create_strategy("shrink_perturb", ctx.options).prepare(ctx)
+    for name, param in start.model.named_parameters():
+        torch.testing.assert_close(param, 0.4 * init_state[name] + 0.1 * dict(fresh.named_parameters())[name])
+    assert start.stats["mode"] == "fresh_init"
+    untouched = create_classifier(_config(), 0)
+    ctx = _context(untouched, 0, init_state, sp_mode="fresh_init", sp_apply_before_first_phase=False)
+    kept = create_strategy("shrink_perturb", ctx.options).prepare(ctx).model
+    assert all(torch.equal(v, init_state[k]) for k, v in kept.state_dict().items())  # the paper's variant

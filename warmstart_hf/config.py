@@ -122,7 +122,8 @@ class IncrementalArguments:
         default=True, metadata={"help": "Compute plasticity diagnostics at the end of every phase."}
     )
     diagnostics_samples: int = field(
-        default=1000, metadata={"help": "Size of the fixed test sample the diagnostics use."}
+        default=1000,
+        metadata={"help": "Size of the fixed sample of the phase's training images the diagnostics use (one batch)."},
     )
     weight_decay_scope: Literal["all", "no_bias_norm"] = field(
         default="all",
@@ -204,7 +205,11 @@ class StrategyArguments:
         default=False, metadata={"help": "gaussian: also shrink and perturb BatchNorm gamma/beta."}
     )
     sp_apply_before_first_phase: bool = field(
-        default=False, metadata={"help": "fresh_init: also apply to the initial weights (as the Ash & Adams code)."}
+        default=True,
+        metadata={
+            "help": "fresh_init: also apply to the initial weights before the first phase, as the Ash & Adams "
+            "code does (false: only between phases, as their paper describes)."
+        },
     )
     dash_alpha: float = field(default=0.3, metadata={"help": "DASH: EMA weight of each batch's negative gradient."})
     dash_lam: float = field(default=0.3, metadata={"help": "DASH: lower clamp of the shrink factor."})

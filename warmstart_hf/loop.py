@@ -325,10 +325,6 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
     epochs = [int(np.ceil(e)) for e in inc.phase_epochs or [uniform] * num_phases]
     bar = tqdm(total=sum(epochs), initial=sum(epochs[:start_phase]), desc=directory.name) if is_main else None
     augment = build_augmentation(inc.augmentation, crop_padding=inc.crop_padding, rotation_degrees=inc.rotation_degrees)
-    diagnostics_set = None
-    if inc.diagnostics:
-        picked = diagnostic_sample(len(data.test), inc.diagnostics_samples, derive_seed(seed, "diagnostics"))
-        diagnostics_set = data.test.select(picked)
 
     for phase in range(start_phase, num_phases):
         phase_dir = directory / f"phase-{phase:02d}"
@@ -417,9 +413,10 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             record["label_noise"] = inc.label_noise[phase]
             record["train_accuracy_clean"] = accuracy(train_logits.argmax(-1), clean)
         if is_main and inc.diagnostics:
-            batch = args.per_device_eval_batch_size
+            # a fixed sample of the phase's training images: the classes seen so far (Dohare et al.)
+            picked = diagnostic_sample(len(phase_train), inc.diagnostics_samples, derive_seed(seed, "dormant", phase))
             record["diagnostics"] = {
-                **activation_diagnostics(model, diagnostics_set, batch),
+                **activation_diagnostics(model, phase_train.select(picked)),
                 **weight_diagnostics(model, init_state, previous),
                 **diagnostics,
             }

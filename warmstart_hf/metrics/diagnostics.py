@@ -1,8 +1,8 @@
-"""Plasticity diagnostics (REFERENCES 5), computed on a fixed sample at the end of each phase.
+"""Plasticity diagnostics (REFERENCES 5), computed at the end of each phase on a fixed sample of the
+phase's training images (the classes seen so far, without augmentation), as Dohare et al. do.
 
-- dormant units: the fraction of units (channels of every ReLU output; a unit is active on an input
-  when its spatially averaged activation is > 0) that are active on fewer than 1% of the inputs
-  (Dohare et al.: 1,000 samples, threshold 0.01);
+- dormant units (Dohare et al.: 1,000 samples, threshold 0.01): the fraction of units (channels of
+  every ReLU output) whose fraction of non-zero (sample x position) entries is below 1%;
 - effective rank of the penultimate features: exp(entropy of the normalized singular values);
 - "stable rank" as Dohare / Hare & Tortoise use it: how many singular values cover 99% of their sum;
 - weight magnitude (mean |theta|), distances from theta0 and from the previous phase's weights;
@@ -11,6 +11,8 @@
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -36,41 +38,54 @@ def _rank_measures(features: torch.Tensor) -> tuple[float, int]:
 
 
 @torch.no_grad()
-def activation_diagnostics(model: nn.Module, pixels, batch_size: int = 256, threshold: float = 0.01) -> dict:
-    """Dormant-unit fraction and feature ranks of ``model`` (eval mode) on a pixel dataset."""
-    was_training = model.training
-    model.eval()
-    active_counts: dict[int, torch.Tensor] = {}
-    handles = []
+def activation_diagnostics(model: nn.Module, pixels, batch_size: int | None = None, threshold: float = 0.01) -> dict:
+    """Dormant-unit fractions and feature ranks of ``model`` on a fixed sample of training images.
 
-    def hook(index):
+    As Dohare et al.'s analysis: a copy of the model in train mode (their code never calls ``eval``,
+    so BatchNorm uses the sample's statistics; the model itself is left untouched), the whole sample
+    in one batch unless ``batch_size`` is given. A unit is a channel of a ReLU output (the stem's, and
+    each block's first and post-residual ReLU); the last ReLU's output is average-pooled first, as
+    their penultimate features are. ``dormant_fraction``: units whose fraction of non-zero entries
+    over (sample x spatial position) is below ``threshold``. ``dormant_fraction_spatial_mean`` (the
+    earlier, looser definition): units whose spatial mean is > 0 on fewer than ``threshold`` of the
+    samples; a channel active at one position of every image is dormant for Dohare, not for it.
+    """
+    probe = copy.deepcopy(model).train()
+    relus = [m for m in probe.modules() if isinstance(m, nn.ReLU)]
+    nonzero: dict[int, torch.Tensor] = {}
+    sample_active: dict[int, torch.Tensor] = {}
+    entries = dict.fromkeys(range(len(relus)), 0)
+
+    def hook(index: int):
         def record(_module, _inputs, output):
-            unit_activity = output.flatten(2).mean(-1) if output.dim() > 2 else output
-            counts = (unit_activity > 0).sum(0).double().cpu()
-            active_counts[index] = active_counts.get(index, 0) + counts
+            pooled = output.flatten(2).mean(-1) if output.dim() > 2 else output
+            per_entry = pooled if index == len(relus) - 1 else output  # the last one pooled, as Dohare
+            flat = per_entry.transpose(0, 1).reshape(per_entry.shape[1], -1)
+            nonzero[index] = nonzero.get(index, 0) + (flat != 0).sum(1).double().cpu()
+            entries[index] += flat.shape[1]
+            sample_active[index] = sample_active.get(index, 0) + (pooled > 0).sum(0).double().cpu()
 
         return record
 
-    for index, module in enumerate(m for m in model.modules() if isinstance(m, nn.ReLU)):
-        handles.append(module.register_forward_hook(hook(index)))
-    features = []
-    count = 0
+    handles = [module.register_forward_hook(hook(i)) for i, module in enumerate(relus)]
+    features, count = [], 0
     try:
-        for x, _ in iter_pixel_batches(pixels, batch_size):
-            x = x.to(_device(model))
-            features.append(model.forward_features(x).float().cpu())
+        for x, _ in iter_pixel_batches(pixels, batch_size or len(pixels)):
+            features.append(probe.forward_features(x.to(_device(probe))).float().cpu())
             count += len(x)
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
-    fractions = torch.cat([c / count for c in active_counts.values()]) if active_counts else torch.zeros(0)
+    dohare = torch.cat([nonzero[i] / entries[i] for i in sorted(nonzero)]) if nonzero else torch.zeros(0)
+    spatial_mean = torch.cat([sample_active[i] / count for i in sorted(sample_active)]) if nonzero else dohare
     effective_rank, stable_rank = _rank_measures(torch.cat(features))
+    dormant = lambda fractions: float((fractions < threshold).double().mean()) if len(fractions) else None  # noqa: E731
     return {
-        "dormant_fraction": float((fractions < threshold).double().mean()) if len(fractions) else None,
+        "dormant_fraction": dormant(dohare),
+        "dormant_fraction_spatial_mean": dormant(spatial_mean),
         "effective_rank": effective_rank,
         "stable_rank": stable_rank,
-        "num_units": int(len(fractions)),
+        "num_units": int(len(dohare)),
         "num_samples": count,
     }
 
