@@ -146,3 +146,22 @@ def test_drop_last_applies_to_training_batches_only(tmp_path, pixels):
     assert trainer.state.global_step == 3  # 37 // 10: the partial training batch is dropped
     assert len(trainer.predict(pixels.select(range(37))).predictions) == 37  # evaluation sees all
     assert trainer.args.dataloader_drop_last is True
+
+
+def test_masked_loss_trains_only_the_seen_classes(tmp_path, pixels):
+    """With loss_classes the softmax covers the seen classes only: the head rows of unseen classes get
+    no gradient (plain SGD, no decay), while the full-head loss moves them."""
+    seen_only = pixels.filter(lambda y: y < 2, input_columns="labels")
+
+    def head_rows_after(loss_classes):
+        model = _model()
+        before = model.timm_model.fc.weight.detach().clone()
+        trainer = _trainer(tmp_path, model, seen_only, loss_classes=loss_classes)
+        trainer.args.optim_args, trainer.args.weight_decay, trainer.args.num_train_epochs = None, 0.0, 1
+        trainer.train()
+        return before, model.timm_model.fc.weight.detach().cpu()
+
+    before, masked = head_rows_after([0, 1])
+    assert torch.equal(masked[2:], before[2:]) and not torch.equal(masked[:2], before[:2])
+    before, full = head_rows_after(None)
+    assert not torch.equal(full[2:], before[2:])

@@ -161,6 +161,13 @@ class IncrementalArguments:
             "count epochs from the first phase (the confound the references point at)."
         },
     )
+    mask_unseen_logits: bool = field(
+        default=False,
+        metadata={
+            "help": "Class scenario: train on logits masked to the classes seen so far (Dohare et al.); off: the "
+            "full head, as the target study trains a standard classifier."
+        },
+    )
     track_test_curve: bool = field(
         default=False, metadata={"help": "Evaluate test accuracy after every epoch (curves, steps-to-reach)."}
     )

@@ -3,9 +3,9 @@
 It adds to ``transformers.Trainer`` only what the references need: batched augmentation on the
 device inside the training step, a multi-step learning-rate schedule (x gamma at given epochs, as
 in the target study), weight decay on every parameter (the CIFAR references' rule), an optional
-optimizer state carried over from the previous phase, and a strategy's regularizer added to the
-loss. Everything else (devices, DDP/FSDP, mixed precision, checkpoints, resume, logging) is the
-Trainer's own.
+optimizer state carried over from the previous phase, a strategy's regularizer added to the
+loss, and (optionally) a training loss over the logits of the classes seen so far. Everything
+else (devices, DDP/FSDP, mixed precision, checkpoints, resume, logging) is the Trainer's own.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
@@ -43,6 +44,7 @@ class PhaseTrainer(Trainer):
         stop_train_accuracy: float | None = None,
         warmup_epochs: float = 0.0,
         epoch_offset: float = 0.0,
+        loss_classes: list[int] | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -59,6 +61,7 @@ class PhaseTrainer(Trainer):
         self.stop_train_accuracy = stop_train_accuracy
         self.warmup_epochs = warmup_epochs
         self.epoch_offset = epoch_offset  # epochs of earlier phases, for a schedule continued across phases
+        self.loss_classes = loss_classes  # train on logits masked to these classes (Dohare et al.)
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
         self.add_callback(_EpochTrainAccuracy(self))
@@ -66,7 +69,12 @@ class PhaseTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and self.augment is not None:
             inputs = {**inputs, "pixel_values": self.augment(inputs["pixel_values"])}
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and self.loss_classes is not None:
+            outputs = model(pixel_values=inputs["pixel_values"])
+            outputs.logits = mask_unseen_logits(outputs.logits, self.loss_classes)
+            loss = outputs.loss = F.cross_entropy(outputs.logits.float(), inputs["labels"])
+        else:
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch=num_items_in_batch)
         if model.training and "labels" in inputs:  # running accuracy of the epoch, synced once per epoch
             labels = inputs["labels"]
             self._correct = self._correct.to(labels.device) + (outputs.logits.argmax(-1) == labels).sum()
@@ -137,6 +145,14 @@ class PhaseTrainer(Trainer):
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+
+def mask_unseen_logits(logits: torch.Tensor, seen: list[int]) -> torch.Tensor:
+    """Logits with every class outside ``seen`` set to -inf: the softmax and its gradient then cover the
+    seen classes only, as Dohare et al.'s slicing of the output to the classes learned so far."""
+    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    keep[torch.as_tensor(seen, device=logits.device)] = True
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 @contextmanager

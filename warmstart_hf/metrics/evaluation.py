@@ -41,12 +41,16 @@ def phase_metrics(
     train_labels: np.ndarray,
     test_logits: np.ndarray,
     test_labels: np.ndarray,
+    mask_train: bool = False,
 ) -> dict[str, object]:
-    """Metrics of one phase from logits over the phase's train set and the whole test set."""
+    """Metrics of one phase from logits over the phase's train set and the whole test set. With
+    ``mask_train`` (a run trained on masked logits) the train accuracy and loss use masked logits too."""
     seen = plan.classes_seen(phase)
     seen_mask = np.isin(test_labels, seen)
     test_pred = test_logits.argmax(-1)
     masked_pred = masked_predictions(test_logits, seen)
+    if mask_train:
+        train_logits = np.where(np.isin(np.arange(train_logits.shape[1]), seen), train_logits, -np.inf)
     train_loss = F.cross_entropy(torch.from_numpy(train_logits).float(), torch.from_numpy(train_labels)).item()
     return {
         "classes_seen": len(seen),
