@@ -33,13 +33,21 @@ def test_tost_p_value_equals_the_larger_one_sided_t_test():
         ([-2.5, -3.0, -2.2, -2.8], "warm worse"),
         ([2.0, -3.0, 4.0], "inconclusive (more seeds needed)"),  # wide interval
         ([0.1], "inconclusive (more seeds needed)"),  # one seed
-        ([0.6, 0.7, 0.65, 0.62, 0.68, 0.66], "no loss (equivalent)"),  # significant but inside the margin
+        # inside the margin but the 95% interval excludes 0: a small, significant difference, not "no loss"
+        ([0.6, 0.7, 0.65, 0.62, 0.68, 0.66], "equivalent within +-1 (warm better by a significant but small amount)"),
+        (
+            [-0.6, -0.7, -0.65, -0.62, -0.68, -0.66],
+            "equivalent within +-1 (warm worse by a significant but small amount)",
+        ),
     ],
 )
 def test_verdicts_on_constructed_gaps(gaps, verdict):
     summary = summarize_gap(gaps, margin=1.0)
+    mean, low, high = t_interval(gaps)
     assert summary.verdict == verdict
-    assert summary.verdict in VERDICTS and summary.n == len(gaps)
+    assert summary.verdict in [v.format(margin=1.0) for v in VERDICTS] and summary.n == len(gaps)
+    if summary.verdict == "no loss (equivalent)":  # never said of a gap whose interval excludes 0
+        assert low <= 0 <= high
 
 
 def test_margin_changes_the_decision():
@@ -50,3 +58,5 @@ def test_margin_changes_the_decision():
 def test_verdicts_name_the_compared_strategy():
     assert summarize_gap([3.1, 2.8, 3.4], name="dash").verdict == "dash better"
     assert summarize_gap([-3.1, -2.8, -3.4], name="dash").verdict == "dash worse"
+    small = summarize_gap([-0.6, -0.7, -0.65, -0.62, -0.68, -0.66], margin=2.0, name="dash").verdict
+    assert small == "equivalent within +-2 (dash worse by a significant but small amount)"

@@ -3,7 +3,8 @@
 The gap of each seed is paired (same split, initial weights and data order in both arms). For its
 mean we give a t-interval, and an equivalence verdict by two one-sided tests (TOST): the gap is
 "equivalent" to zero when both H0: gap <= -margin and H0: gap >= +margin are rejected at ``alpha``
-(equivalently, the 1 - 2 alpha interval lies inside (-margin, +margin)).
+(equivalently, the 1 - 2 alpha interval lies inside (-margin, +margin)). An equivalent gap whose 95%
+interval still excludes 0 is reported as a small but significant difference, never as "no loss".
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-VERDICTS = ("no loss (equivalent)", "warm better", "warm worse", "inconclusive (more seeds needed)")
+VERDICTS = (
+    "no loss (equivalent)",
+    "warm better",
+    "warm worse",
+    "inconclusive (more seeds needed)",
+    "equivalent within +-{margin:g} (warm better by a significant but small amount)",
+    "equivalent within +-{margin:g} (warm worse by a significant but small amount)",
+)
 
 
 @dataclass
@@ -57,19 +65,19 @@ def tost_p_value(values: list[float], margin: float) -> float | None:
 def summarize_gap(values: list[float], margin: float = 1.0, alpha: float = 0.05, name: str = "warm") -> GapSummary:
     """Gap statistics (in the units of ``values``, e.g. accuracy points) and the verdict.
 
-    Order of decisions: equivalent within the margin (TOST) -> "no loss (equivalent)"; else a
-    (1 - alpha) t-interval entirely above 0 -> "warm better", entirely below 0 -> "warm worse"
-    (``name`` replaces "warm" for other strategies); else "inconclusive (more seeds needed)". One
-    seed is always inconclusive.
+    Equivalent within the margin (TOST) and a (1 - alpha) t-interval that contains 0 -> "no loss
+    (equivalent)"; equivalent but the interval excludes 0 -> "equivalent within +-margin (warm better |
+    worse by a significant but small amount)", so a real, small loss is never read as "no loss"; not
+    equivalent, interval entirely above 0 -> "warm better", below 0 -> "warm worse"; else
+    "inconclusive (more seeds needed)". ``name`` replaces "warm" for other strategies. One seed is
+    always inconclusive.
     """
     mean, low, high = t_interval(values, 1 - alpha)
     p = tost_p_value(values, margin)
-    if p is not None and p < alpha:
-        verdict = VERDICTS[0]
-    elif low is not None and low > 0:
-        verdict = VERDICTS[1].replace("warm", name)
-    elif high is not None and high < 0:
-        verdict = VERDICTS[2].replace("warm", name)
+    equivalent = p is not None and p < alpha
+    above, below = low is not None and low > 0, high is not None and high < 0
+    if equivalent:
+        verdict = VERDICTS[4] if above else VERDICTS[5] if below else VERDICTS[0]
     else:
-        verdict = VERDICTS[3]
-    return GapSummary(len(values), mean, low, high, p, verdict)
+        verdict = VERDICTS[1] if above else VERDICTS[2] if below else VERDICTS[3]
+    return GapSummary(len(values), mean, low, high, p, verdict.format(margin=margin).replace("warm", name))
