@@ -59,3 +59,21 @@ def test_rotation_by_a_quarter_turn_is_exact_and_angles_differ_per_sample():
     out = random_rotation(same, degrees=15)
     assert out.dtype == torch.uint8 and out.shape == same.shape
     assert len({tuple(o.flatten().tolist()) for o in out}) > 8  # one angle per sample
+
+
+def test_built_augmentations_apply_each_named_transform():
+    torch.manual_seed(0)
+    x = torch.randint(1, 255, (64, 1, 6, 6), dtype=torch.uint8)
+    padded = F.pad(x, (2, 2, 2, 2))
+    crop = build_augmentation(["crop"], crop_padding=2)(x)
+    windows = [[padded[b, :, dy : dy + 6, dx : dx + 6] for dy in range(5) for dx in range(5)] for b in range(64)]
+    assert all(any(torch.equal(crop[b], w) for w in windows[b]) for b in range(64))
+    assert sum(not torch.equal(crop[b], x[b]) for b in range(64)) > 48  # 24 of 25 offsets move the image
+    flip = build_augmentation(["flip"])(x)
+    flipped = sum(torch.equal(flip[b], x[b].flip(-1)) for b in range(64))
+    assert all(torch.equal(flip[b], x[b]) or torch.equal(flip[b], x[b].flip(-1)) for b in range(64))
+    assert 16 < flipped < 48
+    rotated = build_augmentation(["rotate"], rotation_degrees=30)(x)
+    assert sum(not torch.equal(rotated[b], x[b]) for b in range(64)) > 48
+    both = build_augmentation(["crop", "flip"], crop_padding=2)(x)
+    assert sum(not torch.equal(both[b], x[b]) for b in range(64)) > 48

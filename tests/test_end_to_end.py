@@ -176,6 +176,44 @@ def test_two_cpu_processes_with_accelerate(tiny_recipe, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_processes_end_every_phase_with_identical_weights(tiny_recipe, tmp_path):
+    import yaml
+
+    recipe_path = tmp_path / "tiny.yaml"
+    recipe = {**tiny_recipe, "num_train_epochs": 1, "strategies": ["shrink_perturb", "dash"], "diagnostics": False}
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "weights"
+    out.mkdir()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"),
+            "--main_process_port",
+            "29547",
+            str(REPO / "tests" / "rank_weights_probe.py"),
+            str(out),
+            str(recipe_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for arm in ("shrink_perturb-seed0", "dash-seed0"):
+        for phase in range(3):
+            zero, one = (torch.load(out / f"rank{r}-{arm}-phase-{phase:02d}.pt") for r in (0, 1))
+            assert zero.keys() == one.keys()
+            assert all(torch.equal(zero[k], one[k]) for k in zero), (arm, phase)
+    final = load_file(tmp_path / "runs" / "tiny" / "dash-seed0" / "phase-02" / "model.safetensors")
+    assert all(torch.equal(final[k], zero[k]) for k in final)  # what the main process saved
+
+
+@pytest.mark.slow
 def test_every_strategy_runs_end_to_end_with_diagnostics(tiny_recipe):
     from warmstart_hf.strategies import STRATEGIES
 

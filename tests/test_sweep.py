@@ -114,6 +114,24 @@ def test_tiny_sweep_is_paired_and_reported(tmp_path, tiny_recipe):
     gaps = (out / "gaps.csv").read_text().splitlines()
     assert len(gaps) == 1 + 2 * 2  # header + 2 configurations x (final, average)
     assert all(",warm - cold," in row for row in gaps[1:])
+    # every gap recomputed from results.jsonl: warm minus cold, paired by seed, in points
+    import csv
+
+    import numpy as np
+
+    for row in csv.DictReader((out / "gaps.csv").read_text().splitlines()):
+        run_dir = directory / row["configuration"]
+        per_seed = []
+        for seed in (0, 1):
+            warm, cold = (
+                [json.loads(line)["test_accuracy"] for line in (run_dir / f"{arm}-seed{seed}" / "results.jsonl").open()]
+                for arm in ("warm", "cold")
+            )
+            pick = (lambda acc: acc[-1]) if row["metric"] == "final" else np.mean
+            per_seed.append(100 * (pick(warm) - pick(cold)))
+        assert float(row["mean"]) == pytest.approx(np.mean(per_seed), abs=1e-9)
+        half = 12.706 * np.std(per_seed, ddof=1) / np.sqrt(2)  # t(0.975, df=1)
+        assert float(row["ci_low"]) == pytest.approx(np.mean(per_seed) - half, abs=1e-3)
     text = (out / "report.md").read_text()
     assert "augmentation=standard,scenario=data" in text and "verdict" in text
 

@@ -165,3 +165,26 @@ def test_masked_loss_trains_only_the_seen_classes(tmp_path, pixels):
     assert torch.equal(masked[2:], before[2:]) and not torch.equal(masked[:2], before[:2])
     before, full = head_rows_after(None)
     assert not torch.equal(full[2:], before[2:])
+
+
+def test_running_train_accuracy_is_the_recounted_accuracy_and_the_stop_rule_uses_its_threshold(tmp_path, pixels):
+    """With a learning rate of 0 and a batch-independent model the predictions never change, so each
+    epoch's running accuracy must equal an independent count over the training set."""
+    from tests.update_probe import tiny_batch_independent_model
+    from warmstart_hf.metrics.evaluation import predict_logits
+
+    logits, labels = predict_logits(tiny_batch_independent_model(), pixels)
+    expected = float(np.mean(logits.argmax(1) == labels))
+    assert 0.0 < expected < 0.5  # precondition: hits and errors differ (4 classes, untrained)
+
+    def run(threshold, folder):
+        trainer = _trainer(tmp_path / folder, tiny_batch_independent_model(), pixels, stop_train_accuracy=threshold)
+        trainer.args.learning_rate = 0.0
+        trainer.train()
+        logged = [e["train_accuracy_running"] for e in trainer.state.log_history if "train_accuracy_running" in e]
+        return trainer.state.epoch, logged
+
+    epochs, logged = run(expected + 1e-6, "above")  # never reached: all 4 epochs
+    assert epochs == 4.0 and logged == pytest.approx([expected] * 4)
+    epochs, logged = run(expected, "at")  # reached after the first epoch
+    assert epochs == 1.0 and logged == pytest.approx([expected])

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
 from warmstart_hf.data.augment import BatchTransform
+from warmstart_hf.distributed import broadcast_module
 from warmstart_hf.optimizer_state import apply_optimizer_state
 
 RUNNING_ACCURACY_FILE = "running_train_accuracy-rank{rank}.json"  # saved into each Trainer checkpoint
@@ -112,7 +113,9 @@ class PhaseTrainer(Trainer):
                 counts = json.loads(saved.read_text())
                 self._correct = torch.tensor(counts["correct"])
                 self._seen = torch.tensor(counts["seen"])
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        broadcast_module(self.model)  # every rank ends with rank 0's BatchNorm statistics (the saved model)
+        return output
 
     def epoch_train_accuracy(self) -> float:
         """The running training accuracy of the epoch that just ended (all processes), then reset.

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from warmstart_hf.distributed import broadcast_module
 from warmstart_hf.strategies import register_strategy
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
-from warmstart_hf.strategies.distributed import broadcast_module
 from warmstart_hf.strategies.modules import WEIGHT_LAYERS
 
 
