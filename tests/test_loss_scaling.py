@@ -70,3 +70,12 @@ def test_gradients_are_not_clipped_unless_the_recipe_says_so(tmp_path):
     assert unclipped.norm() / 0.5 > 1.0  # lr 0.5: the gradient norm exceeds 1, so clipping would bite
     torch.testing.assert_close(unclipped, one_step_update(16, 1, str(tmp_path / "c"), max_grad_norm=0.0))
     assert clipped.norm() < 0.9 * unclipped.norm()
+
+
+def test_a_plain_trainer_also_takes_the_loss_as_a_per_batch_mean(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from tests.update_probe import tiny_batch_independent_model
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    assert Trainer(model=tiny_batch_independent_model(), args=args).model_accepts_loss_kwargs is False

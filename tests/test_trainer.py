@@ -167,7 +167,7 @@ def test_masked_loss_trains_only_the_seen_classes(tmp_path, pixels):
     assert not torch.equal(full[2:], before[2:])
 
 
-def test_running_train_accuracy_is_the_recounted_accuracy_and_the_stop_rule_uses_its_threshold(tmp_path, pixels):
+def test_running_accuracy_is_recounted_and_the_stop_rule_uses_its_threshold(tmp_path, pixels):
     """With a learning rate of 0 and a batch-independent model the predictions never change, so each
     epoch's running accuracy must equal an independent count over the training set."""
     from tests.update_probe import tiny_batch_independent_model

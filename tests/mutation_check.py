@@ -1,0 +1,355 @@
+"""Plant known bugs one at a time in a scratch copy of the project and report which the tests catch.
+
+    .venv/bin/python tests/mutation_check.py              # every mutation (about 10 minutes on 2 CPU cores)
+    .venv/bin/python tests/mutation_check.py --only dash  # the mutations whose name contains "dash"
+    .venv/bin/python tests/mutation_check.py --list
+
+Each mutation replaces exact source lines (checked to occur once) in a fresh copy of the repo and runs
+the tests that guard that behaviour there (``PYTHONPATH`` points at the copy, so the mutated package
+is the one imported, also by subprocesses the tests start). "killed" means those tests failed, as they
+must; "survived" means a bug went unnoticed. Exit status 1 when any mutation survives. A small
+hand-kept list rather than mutmut/cosmic-ray: each entry is a bug that matters for the results and is
+named in an issue, and running only the tests that guard it keeps the whole check to minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+IGNORE = shutil.ignore_patterns(".venv", ".git", "runs", "docs", "__pycache__", ".pytest_cache", ".ruff_cache")
+LOOP, E2E, T = "tests/test_loop.py::", "tests/test_end_to_end.py::", "tests/"
+STOP_RULE_TEST = T + "test_trainer.py::test_running_accuracy_is_recounted_and_the_stop_rule_uses_its_threshold"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    edits: tuple[tuple[str, str], ...]  # (exact old text, new text)
+    tests: tuple[str, ...]
+
+
+def _m(name: str, file: str, old: str, new: str, *tests: str) -> Mutation:
+    return Mutation(name, file, ((old, new),), tests)
+
+
+MUTATIONS = [
+    _m(
+        "masked accuracy is a plain argmax",
+        "warmstart_hf/metrics/evaluation.py",
+        "    return masked.argmax(-1)",
+        "    return logits.argmax(-1)",
+        LOOP + "test_recounted_accuracies_equal_the_records",
+    ),
+    _m(
+        "per-group accuracy over the whole test set",
+        "warmstart_hf/metrics/evaluation.py",
+        "[accuracy(test_pred[g], test_labels[g]) for g",
+        "[accuracy(test_pred, test_labels) for g",
+        LOOP + "test_recounted_accuracies_equal_the_records",
+    ),
+    _m(
+        "early stopping keeps the last epoch",
+        "warmstart_hf/loop.py",
+        "load_best_model_at_end=True",
+        "load_best_model_at_end=False",
+        LOOP + "test_early_stopping_ends_the_phase_on_the_best_epoch",
+    ),
+    _m(
+        "augmentation returns its input",
+        "warmstart_hf/data/augment.py",
+        "            images = transform(images)",
+        "            images = images",
+        T + "test_augment.py",
+    ),
+    _m(
+        "stop rule ignores its threshold",
+        "warmstart_hf/trainer.py",
+        "if threshold is not None and accuracy >= threshold:",
+        "if threshold is not None:",
+        STOP_RULE_TEST,
+    ),
+    _m(
+        "running accuracy counts errors",
+        "warmstart_hf/trainer.py",
+        "(outputs.logits.argmax(-1) == labels).sum()",
+        "(outputs.logits.argmax(-1) != labels).sum()",
+        STOP_RULE_TEST,
+    ),
+    _m(
+        "warm starts from a fresh draw",
+        "warmstart_hf/strategies/warm_cold.py",
+        "        return PhaseStart(model=ctx.previous_model, carry_optimizer_state=self.carries_optimizer_state())",
+        "        return PhaseStart(model=ctx.fresh_model(), carry_optimizer_state=self.carries_optimizer_state())",
+        LOOP + "test_each_strategy_starts_each_phase_where_it_promises",
+    ),
+    _m(
+        "cold reuses one seed every phase",
+        "warmstart_hf/loop.py",
+        'derive_seed(seed, "fresh", p)',
+        'derive_seed(seed, "fresh", 1)',
+        LOOP + "test_each_strategy_starts_each_phase_where_it_promises",
+    ),
+    _m(
+        "cold same forgets BatchNorm buffers",
+        "warmstart_hf/strategies/warm_cold.py",
+        "for name, tensor in model.state_dict().items():",
+        "for name, tensor in model.named_parameters():",
+        T + "test_strategies.py::test_cold_same_restores_theta0_including_batchnorm_buffers",
+    ),
+    _m(
+        "resets reset nothing",
+        "warmstart_hf/strategies/resets.py",
+        "tensor.copy_(fresh[key].to(tensor.device, tensor.dtype))",
+        "tensor.copy_(tensor)",
+        LOOP + "test_each_strategy_starts_each_phase_where_it_promises",
+    ),
+    _m(
+        "reset_last_k resets only the head",
+        "warmstart_hf/strategies/resets.py",
+        "return units[-k:] + [head_module_name(model)]",
+        "return [head_module_name(model)]",
+        LOOP + "test_each_strategy_starts_each_phase_where_it_promises",
+    ),
+    _m(
+        "the loop drops a carried optimizer state",
+        "warmstart_hf/loop.py",
+        "initial_optimizer_state=carried_state if start.carry_optimizer_state else None",
+        "initial_optimizer_state=None",
+        LOOP + "test_each_strategy_starts_each_phase_where_it_promises",
+    ),
+    _m(
+        "DASH sees the newest chunk first",
+        "warmstart_hf/strategies/base.py",
+        "        return iter_pixel_batches(self.train_dataset, batch_size)",
+        "        newest_first = self.train_dataset.select(range(len(self.train_dataset))[::-1])\n"
+        "        return iter_pixel_batches(newest_first, batch_size)",
+        LOOP + "test_dash_estimates_on_all_seen_data_with_the_newest_chunk_last",
+    ),
+    _m(
+        "DASH clamps at 0 instead of lam",
+        "warmstart_hf/strategies/dash.py",
+        "        return cos.clamp(min=lam, max=1.0).view(*cos.shape, *([1] * (weight.dim() - 2)))",
+        "        return cos.clamp(min=0.0, max=1.0).view(*cos.shape, *([1] * (weight.dim() - 2)))",
+        T + "test_interventions.py",
+    ),
+    _m(
+        "gaussian S&P adds no noise",
+        "warmstart_hf/strategies/shrink_perturb.py",
+        "param.mul_(shrink).add_(draw.to(param.device, param.dtype), alpha=noise)",
+        "param.mul_(shrink)",
+        T + "test_interventions.py",
+    ),
+    _m(
+        "fresh_init S&P ignores the fresh model",
+        "warmstart_hf/strategies/shrink_perturb.py",
+        "param.mul_(shrink).add_(fresh[name].to(param.device, param.dtype), alpha=perturb)",
+        "param.mul_(shrink)",
+        T + "test_interventions.py",
+    ),
+    _m(
+        "interpolate_init swaps the weights",
+        "warmstart_hf/strategies/shrink_perturb.py",
+        "param.mul_(1 - c).add_(init_state[name].to(param.device, param.dtype), alpha=c)",
+        "param.mul_(c).add_(init_state[name].to(param.device, param.dtype), alpha=1 - c)",
+        T + "test_interventions.py",
+    ),
+    _m(
+        "fresh_init skips the first phase by default",
+        "warmstart_hf/config.py",
+        "    sp_apply_before_first_phase: bool = field(\n        default=True,",
+        "    sp_apply_before_first_phase: bool = field(\n        default=False,",
+        T + "test_strategies.py",
+    ),
+    _m(
+        "L2-init penalizes absolute distances",
+        "warmstart_hf/strategies/regularizers.py",
+        "term = (param - anchor).pow(2).sum()",
+        "term = (param - anchor).abs().sum()",
+        T + "test_interventions.py::test_l2_init_penalty_is_the_sum_of_squares_over_all_parameters",
+    ),
+    _m(
+        "Hare & Tortoise resets after epochs 10, 20, ...",
+        "warmstart_hf/strategies/hare_tortoise.py",
+        "        finished = round(state.epoch or 0) - 1",
+        "        finished = round(state.epoch or 0)",
+        T + "test_interventions.py::test_hare_tortoise_ema_and_periodic_reset",
+    ),
+    Mutation(
+        "the model invites the Trainer to rescale its loss",
+        "warmstart_hf/models/classifier.py",
+        (("    accepts_loss_kwargs = False", "    accepts_loss_kwargs = True"),),
+        (T + "test_loss_scaling.py::test_a_plain_trainer_also_takes_the_loss_as_a_per_batch_mean",),
+    ),
+    _m(
+        "the trainer trusts the model's loss kwargs",
+        "warmstart_hf/trainer.py",
+        "        self.model_accepts_loss_kwargs = False",
+        "        self.model_accepts_loss_kwargs = True",
+        T + "test_loss_scaling.py::test_gradient_accumulation_gives_the_update_of_the_full_batch",
+    ),
+    _m(
+        "gradients clipped at 1.0 by default",
+        "warmstart_hf/config.py",
+        '    "max_grad_norm": 0.0,',
+        '    "max_grad_norm": 1.0,',
+        T + "test_loss_scaling.py::test_gradients_are_not_clipped_unless_the_recipe_says_so",
+    ),
+    _m(
+        "masked-logit training ignores the mask",
+        "warmstart_hf/trainer.py",
+        "            outputs.logits = mask_unseen_logits(outputs.logits, self.loss_classes)",
+        "            pass",
+        T + "test_trainer.py::test_masked_loss_trains_only_the_seen_classes",
+    ),
+    _m(
+        "dormant units by spatial mean",
+        "warmstart_hf/metrics/diagnostics.py",
+        "per_entry = pooled if index == len(relus) - 1 else output",
+        "per_entry = pooled",
+        T + "test_diagnostics.py",
+    ),
+    _m(
+        "diagnostic sample ignores its seed",
+        "warmstart_hf/metrics/diagnostics.py",
+        "np.random.default_rng(seed).choice",
+        "np.random.default_rng(0).choice",
+        LOOP + "test_the_diagnostic_sample_follows_its_seed",
+    ),
+    _m(
+        "gradient probe uses the new chunk as old data",
+        "warmstart_hf/loop.py",
+        "    old = plan.train_indices(phase - 1) if phase > 0 else []",
+        "    old = plan.chunks[phase] if phase > 0 else []",
+        LOOP + "test_gradient_probe_uses_the_old_chunks_and_the_new_one",
+    ),
+    _m(
+        "the continued schedule restarts",
+        "warmstart_hf/loop.py",
+        'epoch_offset=sum(r["epochs"] for r in results[:phase]) if continued else 0.0,',
+        "epoch_offset=0.0,",
+        LOOP + "test_continued_schedule_offsets_each_phase_by_the_epochs_before_it",
+    ),
+    _m(
+        "phase_epochs ignored",
+        "warmstart_hf/loop.py",
+        '        extra["num_train_epochs"] = inc.phase_epochs[phase]',
+        "        pass",
+        E2E + "test_phase_epochs_give_each_phase_its_own_length",
+    ),
+    _m(
+        "init_from ignored",
+        "warmstart_hf/loop.py",
+        "    if data.init_model is not None:",
+        "    if False:",
+        LOOP + "test_init_from_a_local_phase_directory_is_theta0",
+    ),
+    _m(
+        "config.yaml loses its data section",
+        "warmstart_hf/config.py",
+        '            "data": dataclasses.asdict(self.data),\n            "model": dataclasses.asdict(self.model),\n'
+        '            "incremental": dataclasses.asdict(self.incremental),\n            "strategy"',
+        '            "data": {},\n            "model": dataclasses.asdict(self.model),\n'
+        '            "incremental": dataclasses.asdict(self.incremental),\n            "strategy"',
+        LOOP + "test_config_yaml_holds_every_section_and_no_token",
+    ),
+    _m(
+        "the token is written to config.yaml",
+        "warmstart_hf/config.py",
+        ' and "token" not in f.name',
+        "",
+        LOOP + "test_config_yaml_holds_every_section_and_no_token",
+    ),
+    _m(
+        "report gap sign flipped",
+        "warmstart_hf/report/study.py",
+        "return [100 * (value(mine[s]) - value(base[s])) for s",
+        "return [100 * (value(base[s]) - value(mine[s])) for s",
+        T + "test_sweep.py::test_tiny_sweep_is_paired_and_reported",
+    ),
+    _m(
+        "a small significant loss reads 'no loss'",
+        "warmstart_hf/report/statistics.py",
+        "verdict = VERDICTS[4] if above else VERDICTS[5] if below else VERDICTS[0]",
+        "verdict = VERDICTS[0]",
+        T + "test_statistics.py",
+    ),
+    _m(
+        "mixed optimizer policies pass silently",
+        "warmstart_hf/strategies/__init__.py",
+        "    if len(set(policies.values())) < 2:",
+        "    if True:",
+        E2E + "test_mixed_optimizer_policies_warn_and_every_table_shows_each_arms_policy",
+    ),
+    _m(
+        "ranks keep their own BatchNorm statistics",
+        "warmstart_hf/trainer.py",
+        "        broadcast_module(self.model)  # every rank",
+        "        pass  # every rank",
+        E2E + "test_two_processes_end_every_phase_with_identical_weights",
+    ),
+]
+
+
+def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
+    """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""
+    with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
+        root = Path(scratch) / "repo"
+        shutil.copytree(REPO, root, ignore=IGNORE)
+        path = root / mutation.file
+        text = path.read_text()
+        for old, new in mutation.edits:
+            if text.count(old) != 1:
+                return "stale (the source no longer has this line once)", 0.0, old
+            text = text.replace(old, new)
+        path.write_text(text)
+        env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        started = time.perf_counter()
+        command = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutation.tests]
+        try:
+            proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "killed (timeout)", time.perf_counter() - started, ""
+        seconds = time.perf_counter() - started
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:]
+        if proc.returncode == 0:
+            return "SURVIVED", seconds, " ".join(tail)
+        if proc.returncode in (4, 5):  # usage error / no tests collected: the check itself is broken
+            return "error (tests not found)", seconds, " ".join(tail)
+        return "killed", seconds, " ".join(tail)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="", help="run the mutations whose name contains this text")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per mutation")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTATIONS if args.only in m.name]
+    if args.list:
+        print("\n".join(f"{m.name}  ({m.file}; {', '.join(m.tests)})" for m in chosen))
+        return 0
+    rows = []
+    print("| mutation | file | outcome | seconds |\n|---|---|---|---|", flush=True)
+    for mutation in chosen:
+        outcome, seconds, tail = run_mutation(mutation, sys.executable, args.timeout)
+        rows.append({"mutation": mutation.name, "outcome": outcome, "seconds": round(seconds, 1), "tail": tail})
+        print(f"| {mutation.name} | `{mutation.file}` | {outcome} | {seconds:.0f} |", flush=True)
+    killed = sum(r["outcome"].startswith("killed") for r in rows)
+    print(f"\n{killed} of {len(rows)} mutations killed")
+    print(json.dumps({"killed": killed, "total": len(rows), "rows": rows}))
+    return 0 if killed == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
