@@ -10,6 +10,9 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_EVALUATE_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -48,6 +51,19 @@ TINY = {
     "seed": 0,
     "strategies": ["warm", "cold"],
 }
+
+
+def launch_two_cpu_processes(script: Path, *args: str) -> subprocess.CompletedProcess:
+    """``accelerate launch`` with recipes/accelerate_configs/cpu_2proc.yaml (two gloo processes) on a
+    free port; the processes import the package from this checkout (PYTHONPATH)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    command += ["--main_process_port", str(port), str(script), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
 
 
 @pytest.fixture

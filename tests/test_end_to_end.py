@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO
+from tests.conftest import REPO, launch_two_cpu_processes
 from warmstart_hf.config import ConfigError, parse_config
 from warmstart_hf.loop import run_experiment
 from warmstart_hf.trainer import PhaseTrainer
@@ -149,23 +146,7 @@ def test_two_cpu_processes_with_accelerate(tiny_recipe, tmp_path):
 
     recipe_path = tmp_path / "tiny.yaml"
     recipe_path.write_text(yaml.safe_dump({**tiny_recipe, "num_train_epochs": 1}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            str(REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"),
-            str(REPO / "scripts" / "train_incremental.py"),
-            str(recipe_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=600,
-    )
+    proc = launch_two_cpu_processes(REPO / "scripts" / "train_incremental.py", str(recipe_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "runs" / "tiny"
     warm = _results(run_dir, "warm-seed0")
@@ -184,25 +165,7 @@ def test_two_processes_end_every_phase_with_identical_weights(tiny_recipe, tmp_p
     recipe_path.write_text(yaml.safe_dump(recipe))
     out = tmp_path / "weights"
     out.mkdir()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            str(REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"),
-            "--main_process_port",
-            "29547",
-            str(REPO / "tests" / "rank_weights_probe.py"),
-            str(out),
-            str(recipe_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
-        timeout=600,
-    )
+    proc = launch_two_cpu_processes(REPO / "tests" / "rank_weights_probe.py", str(out), str(recipe_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for arm in ("shrink_perturb-seed0", "dash-seed0"):
         for phase in range(3):

@@ -4,14 +4,10 @@ loss scaling can differ), with the L2-init regularizer in the loss."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, launch_two_cpu_processes
 from tests.update_probe import one_step_update
 
 
@@ -35,26 +31,7 @@ def test_regularizer_is_scaled_like_the_loss(tmp_path):
 def test_two_processes_give_the_update_of_one(tmp_path):
     single = one_step_update(16, 1, str(tmp_path / "a"))
     out = tmp_path / "two.pt"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            str(REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"),
-            "--main_process_port",
-            "29541",
-            str(REPO / "tests" / "update_probe.py"),
-            str(out),
-            "8",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
-        timeout=300,
-    )
+    proc = launch_two_cpu_processes(REPO / "tests" / "update_probe.py", str(out), "8", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     torch.testing.assert_close(torch.load(out), single, rtol=1e-4, atol=1e-6)
 

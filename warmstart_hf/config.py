@@ -181,9 +181,9 @@ class StrategyArguments:
     optimizer_state: Literal["reset", "carry"] | None = field(
         default=None,
         metadata={
-            "help": "Reset the optimizer each phase or carry its state (momentum, Adam moments). Unset: the "
-            "strategy's reference default (warm, interpolate_init, fresh_init, resets: reset; "
-            "gaussian S&P, DASH: carry)."
+            "help": "Reset the optimizer each phase or carry its state (momentum, Adam moments), for every "
+            "warm-derived strategy (cold always starts a new optimizer). Unset: the strategy's reference default "
+            "(warm, interpolate_init, fresh_init, resets: reset; gaussian S&P, DASH: carry)."
         },
     )
     cold_init: Literal["fresh", "same"] = field(
