@@ -2,23 +2,61 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from warmstart_hf.config import ConfigError, parse_config
 
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
 
 def _guarded(action: Callable[[], int]) -> int:
-    """Run a training entry point: bad input -> message + exit status 2; always end the process group."""
+    """Run a training entry point: bad input -> message + exit status 2; a signal -> stop at the next
+    step boundary with a checkpoint (status 128 + signal); a disk that cannot be written -> a message
+    and status 1; always end the process group."""
+    from warmstart_hf.graceful_stop import STOP, StopRequested
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    STOP.install()
     try:
         return action()
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StopRequested as stop:
+        print(f"{stop}. Everything up to there is saved; rerun the same command to resume.", file=sys.stderr)
+        return stop.exit_status
+    except Exception as err:
+        disk = _disk_error(err)
+        if disk is None:
+            raise
+        print(
+            f"error: could not write {disk.filename or 'to the run directory'}: {disk.strerror}. The run stopped; "
+            "every finished phase and the last complete checkpoint are intact. Fix: free space or make the "
+            "directory writable, then rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         _destroy_process_group()
+
+
+def _disk_error(err: BaseException) -> OSError | None:
+    """The OSError (no space, read-only, no permission) behind ``err``, if any (torch and safetensors
+    wrap it in their own exceptions)."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_ERRORS:
+            return seen
+        text = str(seen)
+        for code in DISK_ERRORS:
+            if os.strerror(code) in text:
+                return OSError(code, os.strerror(code))
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def main_train(argv: list[str]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -28,11 +29,22 @@ def atomic_write_json(path: str | Path, record: Any) -> None:
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
+def read_jsonl(path: str | Path, skip_partial_last_line: bool = False) -> list[dict]:
+    """The records of a JSON-lines file. With ``skip_partial_last_line`` a last line that does not
+    parse (a file truncated by something other than this package's atomic writes) is dropped."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for index, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if not (skip_partial_last_line and index == len(lines) - 1):
+                raise
+            logging.getLogger(__name__).warning("Ignoring the truncated last line of %s.", path)
+    return records
 
 
 def append_jsonl_atomic(path: str | Path, record: dict) -> None:

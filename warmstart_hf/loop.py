@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +36,13 @@ from datasets import Dataset
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import EarlyStoppingCallback, PrinterCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
+from warmstart_hf.checkpoints import (
+    last_complete_checkpoint,
+    phase_files_readable,
+    remove_checkpoint,
+    save_pretrained_atomic,
+)
 from warmstart_hf.config import ConfigError, RecipeConfig
 from warmstart_hf.data import (
     PhasePlan,
@@ -49,6 +54,7 @@ from warmstart_hf.data import (
     load_source,
     to_pixel_dataset,
 )
+from warmstart_hf.graceful_stop import STOP
 from warmstart_hf.hub import load_init_from, push_finished_phases
 from warmstart_hf.io import append_jsonl_atomic, atomic_write_json, atomic_write_text, read_jsonl
 from warmstart_hf.metrics import accuracy, companion_metrics, phase_metrics
@@ -62,6 +68,7 @@ from warmstart_hf.metrics.evaluation import masked_predictions
 from warmstart_hf.models import TimmClassifierConfig, TimmImageClassifier, build_classifier_config, create_classifier
 from warmstart_hf.optimizer_state import load_optimizer_state, save_optimizer_state
 from warmstart_hf.report import write_run_summary
+from warmstart_hf.run_lock import locked_arms
 from warmstart_hf.seeding import derive_seed
 from warmstart_hf.strategies import PhaseContext, Strategy, create_strategy, mixed_optimizer_policies
 from warmstart_hf.trainer import PhaseProgress, PhaseTrainer, unwrap_optimizer_state
@@ -147,7 +154,14 @@ def _check_run_dir(config: RecipeConfig) -> None:
 def run_experiment(config: RecipeConfig) -> Path:
     """Run every arm of the recipe (skipping finished work) and write the summary."""
     data = prepare_data(config)  # fails fast on bad input, before anything is written
-    _check_run_dir(config)
+    arms = [arm_dir(config, name) for name in config.incremental.strategies]
+    with locked_arms(arms, is_main=config.training.process_index == 0):
+        _check_run_dir(config)
+        _run_arms(config, data)
+    return config.run_dir
+
+
+def _run_arms(config: RecipeConfig, data: PreparedData) -> None:
     args = config.training
     is_main = args.process_index == 0
     if is_main:
@@ -162,11 +176,11 @@ def run_experiment(config: RecipeConfig) -> Path:
         record = {"fingerprint": config.experiment_fingerprint(), **config.to_dict()}
         atomic_write_text(config.run_dir / "config.yaml", yaml.safe_dump(record, sort_keys=False))
     for name in config.incremental.strategies:
+        STOP.raise_if_requested(f"before arm {name}")
         run_arm(config, create_strategy(name, config.strategy), data)
     if is_main:
         table = write_run_summary(config.run_dir)
         print(table)
-    return config.run_dir
 
 
 def arm_dir(config: RecipeConfig, strategy_name: str) -> Path:
@@ -290,7 +304,7 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
     plan = data.plan
     num_phases = plan.num_phases
     directory = arm_dir(config, strategy.name)
-    results = read_results(directory)
+    results = read_results(directory, repair=is_main)
     if len(results) >= num_phases:
         logger.info("arm %s is finished; skipping", directory.name)
         if is_main:
@@ -308,8 +322,8 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
     if is_main:
         if not split_path.exists():
             atomic_write_json(split_path, plan.to_json())
-        if not (directory / "init" / "model.safetensors").exists():
-            init_model.save_pretrained(directory / "init")
+        if not phase_files_readable(directory / "init"):
+            save_pretrained_atomic(init_model, directory / "init")
 
     start_phase = len(results)
     carried_state = None
@@ -330,7 +344,8 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
         phase_dir = directory / f"phase-{phase:02d}"
         train_indices = plan.train_indices(phase)
         phase_train = _phase_train_dataset(data, plan, phase)
-        checkpoint = get_last_checkpoint(str(phase_dir)) if phase_dir.is_dir() else None
+        STOP.raise_if_requested(f"before {directory.name} phase {phase}")
+        checkpoint = last_complete_checkpoint(phase_dir, remove_incomplete=is_main)
         context = PhaseContext(
             phase=phase,
             num_phases=num_phases,
@@ -383,6 +398,7 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             bar.set_description(f"{directory.name} phase {phase + 1}/{num_phases}")
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=checkpoint)
+        STOP.raise_if_requested(f"at step {trainer.state.global_step} of {directory.name} phase {phase}")
         seconds = time.perf_counter() - started
 
         train_logits, train_labels = _predict(trainer, phase_train)
@@ -435,7 +451,7 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
             _save_companions(phase_dir, start.companions)
             append_jsonl_atomic(directory / "results.jsonl", record)
             for stale in phase_dir.glob("checkpoint-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+                remove_checkpoint(stale)
             push_finished_phases(config, directory)  # no-op unless push_to_hub; never raises
         results.append(record)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -445,6 +461,25 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
     return results
 
 
-def read_results(directory: Path) -> list[dict[str, Any]]:
-    """Finished phases of an arm, in order (results.jsonl)."""
-    return read_jsonl(directory / "results.jsonl")
+def read_results(directory: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """Finished phases of an arm, in order (results.jsonl). A phase counts only while the files the
+    next phase starts from load: when the last finished phase's model (or optimizer state, or
+    companion) is missing or truncated, that phase is dropped, with a warning, to be trained again;
+    ``repair`` rewrites results.jsonl accordingly (main process)."""
+    path = directory / "results.jsonl"
+    records = read_jsonl(path, skip_partial_last_line=True)
+    kept = list(records)
+    while kept and not phase_files_readable(directory / f"phase-{kept[-1]['phase']:02d}"):
+        logger.warning(
+            "%s phase %d: its saved files are missing or truncated; it will be trained again.",
+            directory.name,
+            kept[-1]["phase"],
+        )
+        kept.pop()
+    if repair and path.exists() and len(kept) != _line_count(path):  # dropped phases or a partial line
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def _line_count(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines() if line.strip())

@@ -23,8 +23,10 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
+from warmstart_hf.checkpoints import mark_complete, prune_checkpoints
 from warmstart_hf.data.augment import BatchTransform
 from warmstart_hf.distributed import broadcast_module
+from warmstart_hf.graceful_stop import StopAtStepBoundary
 from warmstart_hf.optimizer_state import apply_optimizer_state
 
 RUNNING_ACCURACY_FILE = "running_train_accuracy-rank{rank}.json"  # saved into each Trainer checkpoint
@@ -66,6 +68,7 @@ class PhaseTrainer(Trainer):
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
         self.add_callback(_EpochTrainAccuracy(self))
+        self.add_callback(StopAtStepBoundary())
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and self.augment is not None:
@@ -84,6 +87,26 @@ class PhaseTrainer(Trainer):
             # On the unwrapped model: the same parameters DDP reduces, identical on every rank.
             loss = loss + self.regularizer(self.model)
         return (loss, outputs) if return_outputs else loss
+
+    def _save_checkpoint(self, model, trial):
+        """The Trainer's checkpoint, then every callback's extras (``write_checkpoint(folder, args)``),
+        then the completeness marker, and only then the rotation of older checkpoints: a process
+        killed at any point leaves the previous complete checkpoint in place."""
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # no rotation before this checkpoint is complete
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for callback in self.callback_handler.callbacks:
+            if hasattr(callback, "write_checkpoint"):
+                callback.write_checkpoint(folder, self.args)
+        self.accelerator.wait_for_everyone()  # every rank's files are written
+        if self.args.should_save:
+            mark_complete(folder, self.state.global_step)
+            prune_checkpoints(folder.parent, limit, {self.state.best_model_checkpoint})
 
     def get_eval_dataloader(self, eval_dataset=None):
         with _keep_last_batch(self.args):
@@ -176,12 +199,9 @@ class _EpochTrainAccuracy(TrainerCallback):
     def __init__(self, trainer: PhaseTrainer):
         self.trainer = trainer
 
-    def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        folder.mkdir(parents=True, exist_ok=True)
+    def write_checkpoint(self, folder: Path, args) -> None:
         counts = {"correct": int(self.trainer._correct), "seen": int(self.trainer._seen)}
         (folder / RUNNING_ACCURACY_FILE.format(rank=args.process_index)).write_text(json.dumps(counts))
-        return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
         accuracy = self.trainer.epoch_train_accuracy()

@@ -53,14 +53,11 @@ class HareTortoiseCallback(TrainerCallback):
             model.load_state_dict(self.tortoise.state_dict())
             self.resets += 1
 
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            folder.mkdir(parents=True, exist_ok=True)
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in self.tortoise.state_dict().items()},
-                str(folder / TORTOISE_FILE),
-            )
+    def write_checkpoint(self, folder: Path, args) -> None:
+        """Called by the trainer while it writes a checkpoint, before marking it complete."""
+        if args.should_save:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.tortoise.state_dict().items()}
+            save_file(tensors, str(folder / TORTOISE_FILE))
 
 
 @register_strategy("hare_tortoise")

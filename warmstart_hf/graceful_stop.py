@@ -1,0 +1,77 @@
+"""Stop on SIGTERM / SIGINT at the next step boundary, after saving a complete checkpoint.
+
+Slurm sends SIGTERM before a time limit, spot instances before preemption, a user presses Ctrl-C.
+The handler only records the request; :class:`StopAtStepBoundary` asks the Trainer to save and stop
+after the current optimizer step (every rank agrees, so DDP never waits on a rank that left), and the
+loop raises :class:`StopRequested` before it would evaluate or start anything else. A second signal
+stops at once (KeyboardInterrupt).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import torch
+import torch.distributed as dist
+from transformers import TrainerCallback
+
+
+class StopRequested(Exception):
+    """The run stopped on a signal at a safe point; rerunning the same command resumes it."""
+
+    def __init__(self, signum: int, where: str):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name} {where}")
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum  # as a shell reports a process ended by that signal
+
+
+class _StopFlag:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"\n{signal.Signals(signum).name} received: stopping after the current step and saving a checkpoint "
+            "(send it again to stop at once).",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def requested(self) -> bool:
+        """Whether any process got a signal (a collective under DDP: call it on every rank)."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flag = torch.tensor([0 if self.signum is None else self.signum])
+            if dist.get_backend() == "nccl":
+                flag = flag.cuda()
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if int(flag) and self.signum is None:
+                self.signum = int(flag)
+        return self.signum is not None
+
+    def raise_if_requested(self, where: str) -> None:
+        if self.requested():
+            raise StopRequested(self.signum, where)
+
+
+STOP = _StopFlag()
+
+
+class StopAtStepBoundary(TrainerCallback):
+    """Save a checkpoint and end training after the step during which a signal arrived."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if STOP.requested():
+            control.should_save = True
+            control.should_training_stop = True
+        return control
