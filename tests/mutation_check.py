@@ -197,6 +197,7 @@ MUTATIONS = [
         "        self.model_accepts_loss_kwargs = False",
         "        self.model_accepts_loss_kwargs = True",
         T + "test_loss_scaling.py::test_gradient_accumulation_gives_the_update_of_the_full_batch",
+        T + "test_loss_scaling.py::test_two_processes_give_the_update_of_one",
     ),
     _m(
         "gradients clipped at 1.0 by default",
@@ -290,6 +291,34 @@ MUTATIONS = [
         "    if len(set(policies.values())) < 2:",
         "    if True:",
         E2E + "test_mixed_optimizer_policies_warn_and_every_table_shows_each_arms_policy",
+    ),
+    _m(
+        "incomplete checkpoints are trusted",
+        "warmstart_hf/checkpoints.py",
+        "        if is_complete(folder):\n            complete.append(folder)",
+        "        if True:\n            complete.append(folder)",
+        T + "test_reliability.py::test_incomplete_or_damaged_checkpoints_are_skipped_with_a_warning",
+    ),
+    _m(
+        "a truncated phase model is taken as finished",
+        "warmstart_hf/loop.py",
+        "    while kept and not phase_files_readable(",
+        "    while False and not phase_files_readable(",
+        T + "test_reliability.py::test_a_truncated_phase_model_or_results_line_is_redone",
+    ),
+    _m(
+        "a checkpoint at an epoch's last step is written before the epoch's record",
+        "warmstart_hf/trainer.py",
+        "        if control.should_save and (ends_epoch or ends_training):",
+        "        if False:",
+        T + "test_reliability.py::test_a_disk_that_cannot_be_written_stops_with_a_message_and_the_state_intact",
+    ),
+    _m(
+        "no lock on the arm",
+        "warmstart_hf/run_lock.py",
+        "            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        "            pass",
+        T + "test_reliability.py::test_a_second_process_on_a_running_arm_exits_2_and_a_killed_holder_does_not_block",
     ),
     _m(
         "ranks keep their own BatchNorm statistics",

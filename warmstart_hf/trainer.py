@@ -26,7 +26,7 @@ from transformers import Trainer, TrainerCallback
 from warmstart_hf.checkpoints import mark_complete, prune_checkpoints
 from warmstart_hf.data.augment import BatchTransform
 from warmstart_hf.distributed import broadcast_module
-from warmstart_hf.graceful_stop import StopAtStepBoundary
+from warmstart_hf.graceful_stop import STOP, StopAtStepBoundary
 from warmstart_hf.optimizer_state import apply_optimizer_state
 
 RUNNING_ACCURACY_FILE = "running_train_accuracy-rank{rank}.json"  # saved into each Trainer checkpoint
@@ -69,6 +69,7 @@ class PhaseTrainer(Trainer):
         self._seen = torch.zeros((), dtype=torch.long)
         self.add_callback(_EpochTrainAccuracy(self))
         self.add_callback(StopAtStepBoundary())
+        self.add_callback(_SaveAfterEpochEnd())  # last: it sees every other callback's save request
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and self.augment is not None:
@@ -204,11 +205,37 @@ class _EpochTrainAccuracy(TrainerCallback):
         (folder / RUNNING_ACCURACY_FILE.format(rank=args.process_index)).write_text(json.dumps(counts))
 
     def on_epoch_end(self, args, state, control, **kwargs):
+        if STOP.signum is not None and not float(state.epoch or 0).is_integer():
+            return control  # stopped mid-epoch by a signal: the epoch goes on when the run resumes
         accuracy = self.trainer.epoch_train_accuracy()
         state.log_history.append({"epoch": state.epoch, "step": state.global_step, "train_accuracy_running": accuracy})
         threshold = self.trainer.stop_train_accuracy
         if threshold is not None and accuracy >= threshold:
             control.should_training_stop = True
+        return control
+
+
+class _SaveAfterEpochEnd(TrainerCallback):
+    """A checkpoint due at the last step of an epoch (or of training) is written after the epoch's
+    end-of-epoch work (running train accuracy, stop rule, evaluation), not before it: a run resumed
+    from it would otherwise start the next epoch without that epoch's record. A stop on a signal
+    mid-epoch saves at once."""
+
+    def __init__(self):
+        self.deferred = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        ends_epoch = float(state.epoch or 0).is_integer()
+        ends_training = control.should_training_stop and STOP.signum is None
+        if control.should_save and (ends_epoch or ends_training):
+            control.should_save = False
+            self.deferred = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.deferred:
+            control.should_save = True
+            self.deferred = False
         return control
 
 
