@@ -95,7 +95,10 @@ def _install(moment: str, nth: int) -> None:
             loop, "save_optimizer_state", after=lambda state, path: truncate_then_die(path)
         ),
         "companion_partial": lambda: wrap(
-            loop, "_save_companions", after=lambda phase_dir, _: truncate_then_die(Path(phase_dir) / TORTOISE)
+            loop,
+            "_save_companions",
+            after=lambda phase_dir, _: truncate_then_die(Path(phase_dir) / TORTOISE),
+            when=lambda phase_dir, companions: bool(companions),
         ),
         # every file of the phase written, its results line not
         "before_results_line": lambda: wrap(loop, "append_jsonl_atomic", before=kill),

@@ -105,6 +105,17 @@ def phase_files_readable(phase_dir: str | Path) -> bool:
     return has_model and all(safetensors_readable(f) for f in files)
 
 
+def remove_stale_temporaries(arm_dir: str | Path) -> None:
+    """Delete what a killed process left half-made in an arm directory: temporary files of atomic
+    writes (``.name.XXXX.tmp``) and staging directories (``.init.XXXX``). Call it only while holding
+    the arm's lock, so no live writer owns them."""
+    for path in sorted(Path(arm_dir).rglob(".*"), reverse=True):
+        if path.name.endswith(".tmp") and path.is_file():
+            path.unlink(missing_ok=True)
+        elif path.is_dir() and path.name.startswith(".init."):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def save_pretrained_atomic(model, directory: str | Path) -> None:
     """``save_pretrained`` into a temporary sibling, then swap it in: the directory is complete or
     absent, never half-written."""

@@ -41,6 +41,7 @@ from warmstart_hf.checkpoints import (
     last_complete_checkpoint,
     phase_files_readable,
     remove_checkpoint,
+    remove_stale_temporaries,
     save_pretrained_atomic,
 )
 from warmstart_hf.config import ConfigError, RecipeConfig
@@ -304,6 +305,8 @@ def run_arm(config: RecipeConfig, strategy: Strategy, data: PreparedData) -> lis
     plan = data.plan
     num_phases = plan.num_phases
     directory = arm_dir(config, strategy.name)
+    if is_main:
+        remove_stale_temporaries(directory)  # the arm is locked: nobody else is writing them
     results = read_results(directory, repair=is_main)
     if len(results) >= num_phases:
         logger.info("arm %s is finished; skipping", directory.name)
