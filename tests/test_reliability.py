@@ -247,3 +247,19 @@ def test_the_complete_marker_lists_every_file(tmp_path):
     listed = json.loads((folder / COMPLETE_MARKER).read_text())
     assert listed == {"step": 3, "files": {"a.bin": 3, "sub/b.json": 2}}
     assert is_complete(folder)
+
+
+def test_signals_are_recorded_only_while_a_run_handles_them():
+    import signal
+
+    from warmstart_hf.graceful_stop import STOP
+
+    before = signal.getsignal(signal.SIGTERM)
+    with STOP.handling_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert STOP.requested() and STOP.signum == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):  # a second signal stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+    with STOP.handling_signals():
+        assert not STOP.requested()  # a new run starts without the old request

@@ -20,9 +20,9 @@ def _guarded(action: Callable[[], int]) -> int:
     from warmstart_hf.graceful_stop import STOP, StopRequested
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    STOP.install()
     try:
-        return action()
+        with STOP.handling_signals():
+            return action()
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

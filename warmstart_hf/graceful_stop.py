@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -33,9 +34,17 @@ class _StopFlag:
     def __init__(self) -> None:
         self.signum: int | None = None
 
-    def install(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._handle)
+    @contextmanager
+    def handling_signals(self):
+        """Record SIGTERM/SIGINT for the duration of the block (a fresh request each time), then
+        restore the previous handlers."""
+        self.signum = None
+        previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
