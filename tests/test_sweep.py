@@ -130,7 +130,7 @@ def test_tiny_sweep_is_paired_and_reported(tmp_path, tiny_recipe):
             pick = (lambda acc: acc[-1]) if row["metric"] == "final" else np.mean
             per_seed.append(100 * (pick(warm) - pick(cold)))
         assert float(row["mean"]) == pytest.approx(np.mean(per_seed), abs=1e-9)
-        half = 12.706 * np.std(per_seed, ddof=1) / np.sqrt(2)  # t(0.975, df=1)
+        half = 12.706204736174698 * np.std(per_seed, ddof=1) / np.sqrt(2)  # t quantile 0.975, df = 1
         assert float(row["ci_low"]) == pytest.approx(np.mean(per_seed) - half, abs=1e-3)
     text = (out / "report.md").read_text()
     assert "augmentation=standard,scenario=data" in text and "verdict" in text
