@@ -287,7 +287,7 @@ MUTATIONS = [
     ),
     _m(
         "mixed optimizer policies pass silently",
-        "warmstart_hf/strategies/__init__.py",
+        "warmstart_hf/strategies/registry.py",
         "    if len(set(policies.values())) < 2:",
         "    if True:",
         E2E + "test_mixed_optimizer_policies_warn_and_every_table_shows_each_arms_policy",

@@ -14,6 +14,7 @@ import difflib
 import enum
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -494,14 +495,27 @@ def _fail(name: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"Recipe field `{name}` has value {value!r}; {allowed}. Fix: change `{name}`.")
 
 
-def validate_config(config: RecipeConfig) -> None:
-    """Checks that need no data. Data-dependent checks live with the data (sources, phases)."""
-    from warmstart_hf.data.augment import AUGMENTATIONS
-    from warmstart_hf.hub import validate_hub_settings
-    from warmstart_hf.models import available_models
-    from warmstart_hf.strategies import STRATEGIES
+RecipeCheck = Callable[[RecipeConfig], None]
+RECIPE_CHECKS: list[RecipeCheck] = []
 
-    d, m, inc, tr = config.data, config.model, config.incremental, config.training
+
+def register_recipe_check(check: RecipeCheck) -> RecipeCheck:
+    """The modules above this one (strategies, tasks, models, augmentations, the Hub) register the
+    checks that need their registries, so this module imports none of them: no import circle. The
+    package's ``__init__`` imports them, so every check is registered before any recipe is parsed."""
+    RECIPE_CHECKS.append(check)
+    return check
+
+
+def validate_config(config: RecipeConfig) -> None:
+    """Checks that need no data (data-dependent ones live with the data: sources, phases)."""
+    for check in (_check_plan, _check_data_and_model, _check_training, _check_strategy_options, *RECIPE_CHECKS):
+        check(config)
+    _check_stop_and_schedule(config)
+
+
+def _check_plan(config: RecipeConfig) -> None:
+    inc = config.incremental
     if inc.num_phases is not None and inc.num_phases < 1:
         raise _fail("num_phases", inc.num_phases, "it must be at least 1")
     if inc.phase_fractions is not None:
@@ -514,18 +528,18 @@ def validate_config(config: RecipeConfig) -> None:
             raise _fail("phase_fractions", fr, "it applies to scenario: data only")
     if inc.class_order is not None and inc.scenario != "class":
         raise _fail("class_order", inc.class_order, "it applies to scenario: class only")
-    if not inc.strategies:
-        raise _fail("strategies", inc.strategies, f"list at least one of {sorted(STRATEGIES)}")
-    for name in inc.strategies:
-        if name not in STRATEGIES:
-            raise _fail("strategies", name, f"known strategies are {sorted(STRATEGIES)}")
-    if len(set(inc.strategies)) != len(inc.strategies):
-        raise _fail("strategies", inc.strategies, "each strategy may appear once")
-    for name in inc.augmentation:
-        if name not in AUGMENTATIONS:
-            raise _fail("augmentation", name, f"known augmentations are {sorted(AUGMENTATIONS)}")
-    if m.model_name not in available_models():
-        raise _fail("model_name", m.model_name, "use a timm model name such as resnet18_cifar")
+    for name in ("label_noise", "phase_epochs"):
+        values = getattr(inc, name)
+        if values is not None and len(values) != config.num_phases:
+            raise _fail(name, values, f"give one value per phase ({config.num_phases} phases)")
+    if inc.label_noise is not None and any(not 0 <= r < 1 for r in inc.label_noise):
+        raise _fail("label_noise", inc.label_noise, "each rate must be in [0, 1)")
+    if inc.phase_epochs is not None and (any(e <= 0 for e in inc.phase_epochs) or config.training.max_steps > 0):
+        raise _fail("phase_epochs", inc.phase_epochs, "each count must be positive, and max_steps must be unset")
+
+
+def _check_data_and_model(config: RecipeConfig) -> None:
+    d, m, inc = config.data, config.model, config.incremental
     if m.model_width <= 0:
         raise _fail("model_width", m.model_width, "it must be positive")
     for name in ("image_mean", "image_std"):
@@ -538,26 +552,46 @@ def validate_config(config: RecipeConfig) -> None:
         raise _fail("image_size", d.image_size, "it must be at least 4 pixels")
     if not 0 < d.test_size < 1:
         raise _fail("test_size", d.test_size, "it must be a fraction in (0, 1)")
+    if d.validation_per_class is not None and d.validation_per_class < 1:
+        raise _fail("validation_per_class", d.validation_per_class, "it must be at least 1")
+    if inc.crop_padding < 0:
+        raise _fail("crop_padding", inc.crop_padding, "it must be non-negative")
+    if inc.diagnostics_samples < 1:
+        raise _fail("diagnostics_samples", inc.diagnostics_samples, "it must be at least 1")
+
+
+def _check_training(config: RecipeConfig) -> None:
+    tr = config.training
     if tr.learning_rate <= 0:
         raise _fail("learning_rate", tr.learning_rate, "it must be positive")
     if tr.max_steps <= 0 and tr.num_train_epochs <= 0:
         raise _fail("num_train_epochs", tr.num_train_epochs, "it must be positive")
     if tr.per_device_train_batch_size < 1:
         raise _fail("per_device_train_batch_size", tr.per_device_train_batch_size, "it must be at least 1")
-    if inc.crop_padding < 0:
-        raise _fail("crop_padding", inc.crop_padding, "it must be non-negative")
+    for path in (Path(tr.output_dir), config.run_dir):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(
+                f"Recipe field `output_dir` has value {tr.output_dir!r}, but {str(path)!r} is a file, not a "
+                "directory. Fix: point `output_dir` (and `run_name`) at a directory, or move that file away."
+            )
+
+
+_OPTION_RANGES = (
+    ("sp_noise", 0.0, None),
+    ("sp_perturb", 0.0, None),
+    ("sp_shrink", 0.0, None),
+    ("sp_interpolation", 0.0, 1.0),
+    ("sp_head_interpolation", 0.0, 1.0),
+    ("dash_alpha", 1e-12, 1.0),
+    ("dash_lam", 0.0, 1.0),
+    ("l2_init_lam", 0.0, None),
+    ("ht_ema", 0.0, 1.0),
+)
+
+
+def _check_strategy_options(config: RecipeConfig) -> None:
     s = config.strategy
-    for name, low, high in (
-        ("sp_noise", 0.0, None),
-        ("sp_perturb", 0.0, None),
-        ("sp_shrink", 0.0, None),
-        ("sp_interpolation", 0.0, 1.0),
-        ("sp_head_interpolation", 0.0, 1.0),
-        ("dash_alpha", 1e-12, 1.0),
-        ("dash_lam", 0.0, 1.0),
-        ("l2_init_lam", 0.0, None),
-        ("ht_ema", 0.0, 1.0),
-    ):
+    for name, low, high in _OPTION_RANGES:
         value = getattr(s, name)
         if value is not None and (value < low or (high is not None and value > high)):
             bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
@@ -565,45 +599,26 @@ def validate_config(config: RecipeConfig) -> None:
     for name in ("reset_k", "ht_reset_epochs", "dash_micro_batch_size"):
         if getattr(s, name) < 1:
             raise _fail(name, getattr(s, name), "it must be at least 1")
-    validate_hub_settings(config)
-    for path in (Path(tr.output_dir), config.run_dir):
-        if path.exists() and not path.is_dir():
-            raise ConfigError(
-                f"Recipe field `output_dir` has value {tr.output_dir!r}, but {str(path)!r} is a file, not a "
-                "directory. Fix: point `output_dir` (and `run_name`) at a directory, or move that file away."
-            )
-    if inc.diagnostics_samples < 1:
-        raise _fail("diagnostics_samples", inc.diagnostics_samples, "it must be at least 1")
-    if inc.label_noise is not None:
-        if len(inc.label_noise) != config.num_phases:
-            raise _fail("label_noise", inc.label_noise, f"give one rate per phase ({config.num_phases} phases)")
-        if any(not 0 <= r < 1 for r in inc.label_noise):
-            raise _fail("label_noise", inc.label_noise, "each rate must be in [0, 1)")
-    if inc.phase_epochs is not None:
-        if len(inc.phase_epochs) != config.num_phases:
-            raise _fail("phase_epochs", inc.phase_epochs, f"give one count per phase ({config.num_phases} phases)")
-        if any(e <= 0 for e in inc.phase_epochs) or tr.max_steps > 0:
-            raise _fail("phase_epochs", inc.phase_epochs, "each count must be positive, and max_steps must be unset")
-    if inc.stop_rule == "early_stopping" and not d.validation_per_class:
+
+
+def _check_stop_and_schedule(config: RecipeConfig) -> None:
+    inc, tr = config.incremental, config.training
+    constant = tr.lr_scheduler_type.value in ("constant", "constant_with_warmup")
+    if inc.stop_rule == "early_stopping" and not config.data.validation_per_class:
         raise _fail("stop_rule", inc.stop_rule, "early_stopping needs a validation split: set validation_per_class")
     if not 0 < inc.stop_train_accuracy <= 1:
         raise _fail("stop_train_accuracy", inc.stop_train_accuracy, "it must be in (0, 1]")
-    if d.validation_per_class is not None and d.validation_per_class < 1:
-        raise _fail("validation_per_class", d.validation_per_class, "it must be at least 1")
-    if inc.lr_schedule_across_phases == "continue" and tr.lr_scheduler_type.value not in (
-        "constant",
-        "constant_with_warmup",
-    ):
+    if inc.lr_schedule_across_phases == "continue" and not constant:
         raise _fail("lr_schedule_across_phases", "continue", "it needs lr_milestones or a constant lr_scheduler_type")
     if inc.warmup_epochs < 0:
         raise _fail("warmup_epochs", inc.warmup_epochs, "it must be non-negative")
-    if inc.lr_milestones:
-        if tr.lr_scheduler_type.value not in ("constant", "constant_with_warmup"):
-            raise _fail(
-                "lr_scheduler_type",
-                tr.lr_scheduler_type.value,
-                "lr_milestones give a multi-step schedule, so lr_scheduler_type must be constant "
-                "(or constant_with_warmup)",
-            )
-        if any(b <= a for a, b in zip(inc.lr_milestones, inc.lr_milestones[1:])) or inc.lr_milestones[0] <= 0:
-            raise _fail("lr_milestones", inc.lr_milestones, "it must be increasing positive epochs")
+    if not inc.lr_milestones:
+        return
+    if not constant:
+        raise _fail(
+            "lr_scheduler_type",
+            tr.lr_scheduler_type.value,
+            "lr_milestones give a multi-step schedule, so lr_scheduler_type must be constant (or constant_with_warmup)",
+        )
+    if any(b <= a for a, b in zip(inc.lr_milestones, inc.lr_milestones[1:])) or inc.lr_milestones[0] <= 0:
+        raise _fail("lr_milestones", inc.lr_milestones, "it must be increasing positive epochs")

@@ -43,7 +43,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.repocard_data import EvalResult
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from warmstart_hf.config import ConfigError
+from warmstart_hf.config import ConfigError, register_recipe_check
 from warmstart_hf.io import atomic_write_json, read_jsonl
 
 try:  # huggingface_hub >= 2 talks through httpx2, 1.x through httpx
@@ -124,6 +124,7 @@ def parse_init_from(value: str) -> tuple[str, str | None]:
     return str(path), None
 
 
+@register_recipe_check
 def validate_hub_settings(config: RecipeConfig) -> None:
     """Fail before any training on a bad ``init_from``, ``hub_model_id`` or a push without a token."""
     if config.model.init_from is not None:

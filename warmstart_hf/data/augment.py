@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
+
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -62,6 +64,17 @@ AUGMENTATIONS: dict[str, Callable[..., BatchTransform]] = {
     "flip": lambda **_: random_horizontal_flip,
     "rotate": lambda rotation_degrees=15.0, **_: lambda x: random_rotation(x, rotation_degrees),
 }
+
+
+@register_recipe_check
+def check_augmentations(config: RecipeConfig) -> None:
+    """Recipe check: every name under ``augmentation`` is a registered transform."""
+    for name in config.incremental.augmentation:
+        if name not in AUGMENTATIONS:
+            raise ConfigError(
+                f"Recipe field `augmentation` has value {name!r}; known augmentations are {sorted(AUGMENTATIONS)}. "
+                "Fix: change `augmentation`."
+            )
 
 
 def build_augmentation(names: list[str], **options) -> BatchTransform | None:

@@ -5,11 +5,22 @@ from __future__ import annotations
 import timm
 import torch
 
+from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
 from warmstart_hf.models.classifier import TimmClassifierConfig, TimmImageClassifier
 
 
 def available_models() -> list[str]:
     return timm.list_models()
+
+
+@register_recipe_check
+def check_model_name(config: RecipeConfig) -> None:
+    """Recipe check: ``model_name`` is a timm model (resnet18_cifar is registered here)."""
+    if config.model.model_name not in available_models():
+        raise ConfigError(
+            f"Recipe field `model_name` has value {config.model.model_name!r}; use a timm model name such as "
+            "resnet18_cifar. Fix: change `model_name`."
+        )
 
 
 def build_classifier_config(

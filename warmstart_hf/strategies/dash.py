@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from warmstart_hf.distributed import broadcast_module
-from warmstart_hf.strategies import register_strategy
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
 from warmstart_hf.strategies.modules import WEIGHT_LAYERS
+from warmstart_hf.strategies.registry import register_strategy
 
 
 def _logits(output) -> torch.Tensor:

@@ -10,8 +10,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
 
-from warmstart_hf.strategies import register_strategy
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
+from warmstart_hf.strategies.registry import register_strategy
 
 TORTOISE_FILE = "tortoise.safetensors"
 

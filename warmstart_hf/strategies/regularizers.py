@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from warmstart_hf.strategies import register_strategy
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
+from warmstart_hf.strategies.registry import register_strategy
 
 
 def l2_init_penalty(init_state: dict[str, torch.Tensor], lam: float) -> Callable[[nn.Module], torch.Tensor]:

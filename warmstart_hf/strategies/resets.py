@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from warmstart_hf.strategies import register_strategy
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
 from warmstart_hf.strategies.modules import head_module_name, in_module, residual_units
+from warmstart_hf.strategies.registry import register_strategy
 
 
 @torch.no_grad()

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from warmstart_hf.distributed import broadcast_module
-from warmstart_hf.strategies import register_strategy
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
 from warmstart_hf.strategies.modules import NORM_LAYERS, WEIGHT_LAYERS, head_module_name, in_module
+from warmstart_hf.strategies.registry import register_strategy
 
 DEFAULT_SHRINK = {"gaussian": 0.3, "fresh_init": 0.4}
 

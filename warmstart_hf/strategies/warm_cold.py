@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from warmstart_hf.strategies import register_strategy
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
+from warmstart_hf.strategies.registry import register_strategy
 
 
 @register_strategy("warm")
