@@ -95,8 +95,8 @@ MUTATIONS = [
     ),
     _m(
         "cold reuses one seed every phase",
-        "warmstart_hf/loop.py",
-        'derive_seed(seed, "fresh", p)',
+        "warmstart_hf/tasks/classification.py",
+        'derive_seed(seed, "fresh", phase)',
         'derive_seed(seed, "fresh", 1)',
         LOOP + "test_each_strategy_starts_each_phase_where_it_promises",
     ),
@@ -124,8 +124,8 @@ MUTATIONS = [
     _m(
         "the loop drops a carried optimizer state",
         "warmstart_hf/loop.py",
-        "initial_optimizer_state=carried_state if start.carry_optimizer_state else None",
-        "initial_optimizer_state=None",
+        "    optimizer_state = carried_state if start.carry_optimizer_state else None",
+        "    optimizer_state = None",
         LOOP + "test_each_strategy_starts_each_phase_where_it_promises",
     ),
     _m(
@@ -229,15 +229,15 @@ MUTATIONS = [
     ),
     _m(
         "gradient probe uses the new chunk as old data",
-        "warmstart_hf/loop.py",
-        "    old = plan.train_indices(phase - 1) if phase > 0 else []",
-        "    old = plan.chunks[phase] if phase > 0 else []",
+        "warmstart_hf/tasks/classification.py",
+        "        old = plan.train_indices(phase - 1) if phase > 0 else []",
+        "        old = plan.chunks[phase] if phase > 0 else []",
         LOOP + "test_gradient_probe_uses_the_old_chunks_and_the_new_one",
     ),
     _m(
         "the continued schedule restarts",
         "warmstart_hf/loop.py",
-        'epoch_offset=sum(r["epochs"] for r in results[:phase]) if continued else 0.0,',
+        'epoch_offset=sum(r["epochs"] for r in arm.results[:phase]) if continued else 0.0,',
         "epoch_offset=0.0,",
         LOOP + "test_continued_schedule_offsets_each_phase_by_the_epochs_before_it",
     ),
@@ -250,9 +250,9 @@ MUTATIONS = [
     ),
     _m(
         "init_from ignored",
-        "warmstart_hf/loop.py",
-        "    if data.init_model is not None:",
-        "    if False:",
+        "warmstart_hf/tasks/classification.py",
+        "        if data.init_model is not None:",
+        "        if False:",
         LOOP + "test_init_from_a_local_phase_directory_is_theta0",
     ),
     _m(

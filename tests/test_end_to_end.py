@@ -15,6 +15,7 @@ from warmstart_hf.trainer import PhaseTrainer
 
 FIELDS = {
     "phase",
+    "task",
     "strategy",
     "seed",
     "num_train_examples",

@@ -85,6 +85,12 @@ class ModelArguments:
 class IncrementalArguments:
     """How the data arrives (the phase plan) and which arms run on it."""
 
+    task: str = field(
+        default="classification",
+        metadata={
+            "help": "What each phase trains and how it is judged (warmstart_hf/tasks): classification (from scratch)."
+        },
+    )
     scenario: Literal["data", "class"] = field(
         default="data", metadata={"help": "data: random equal chunks; class: classes partitioned into groups."}
     )

@@ -73,6 +73,7 @@ class Strategy:
     reference: str = ""
     default_optimizer_state: str = "reset"
     warm_derived: bool = True  # starts from the previous phase's model (every strategy but cold)
+    tasks: tuple[str, ...] = ("classification",)  # the tasks (warmstart_hf/tasks) it can serve
 
     def __init__(self, options: StrategyArguments):
         self.options = options

@@ -1,0 +1,83 @@
+"""What a kind of experiment supplies to the loop.
+
+The loop (``warmstart_hf/loop.py``) runs arms x phases, resume, results, checkpoints and pushes; a
+task says what a phase trains and how it is judged: how the data is prepared, how the phase model
+is built, drawn afresh or loaded, what the Trainer needs (collator, batched augmentation, loss
+options, per-epoch evaluation), and which metrics and diagnostics the phase's record holds. The loop
+never branches on a task's name. Tasks now: ``classification`` (from scratch); next: ``finetune``,
+``mae_pretrain``, ``linear_probe``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from torch import nn
+
+from warmstart_hf.config import RecipeConfig
+from warmstart_hf.data.phases import PhasePlan
+
+
+@dataclass
+class TaskData:
+    """The decoded data and the plan shared by all arms of one seed."""
+
+    plan: PhasePlan
+    train: Dataset  # pixel_values (uint8 CxHxW), labels; numpy-formatted (see collate_pixels)
+    test: Dataset
+    model_config: Any  # the configuration every model of the run is built from
+    validation: Dataset | None = None
+    init_model: nn.Module | None = None  # from `init_from` (a Hub phase or local dir), else None
+
+
+class Task:
+    """Base class: subclasses set ``name`` (by :func:`register_task`) and implement the methods."""
+
+    name: str = ""
+    best_metric: str = ""  # the per-epoch metric early stopping keeps the best of
+
+    def __init__(self, config: RecipeConfig):
+        self.config = config
+
+    def prepare(self) -> TaskData:
+        """Load, validate and decode the data, build the plan. Writes nothing to the run directory."""
+        raise NotImplementedError
+
+    def initial_model(self, data: TaskData, seed: int) -> nn.Module:
+        """theta0 of an arm: the same for every arm of a seed."""
+        raise NotImplementedError
+
+    def fresh_model(self, data: TaskData, seed: int, phase: int) -> nn.Module:
+        """A new start for ``phase`` (a cold start's draw; different per phase, reproducible)."""
+        raise NotImplementedError
+
+    def load_model(self, directory: Path) -> nn.Module:
+        """A phase model saved by the loop (``save_model``)."""
+        raise NotImplementedError
+
+    def train_dataset(self, data: TaskData, phase: int) -> Dataset:
+        """Everything the phase trains on, in chunk order (the newest chunk last)."""
+        raise NotImplementedError
+
+    def trainer_options(self, data: TaskData, phase: int) -> dict[str, Any]:
+        """Keyword arguments of PhaseTrainer for this phase (collator, augmentation, evaluation, ...)."""
+        raise NotImplementedError
+
+    def start_diagnostics(self, model: nn.Module, data: TaskData, phase: int) -> dict[str, Any]:
+        """Measured on the model a phase starts from, after the strategy (main process)."""
+        return {}
+
+    def phase_metrics(self, trainer, data: TaskData, phase: int, train: Dataset) -> dict[str, Any]:
+        """The record's metrics after training (every process takes part: prediction is distributed)."""
+        raise NotImplementedError
+
+    def end_diagnostics(self, model: nn.Module, data: TaskData, phase: int, train: Dataset, **state) -> dict[str, Any]:
+        """Measured on the end-of-phase model (main process); ``state`` holds init_state and previous."""
+        return {}
+
+    def companion_metrics(self, model: nn.Module, data: TaskData, phase: int, train: Dataset) -> dict[str, Any]:
+        """The metrics of an extra model a strategy keeps (main process)."""
+        raise NotImplementedError
