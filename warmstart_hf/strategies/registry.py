@@ -4,23 +4,12 @@ package ``__init__`` imports them: no module imports its own package."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from warmstart_hf.config import ConfigError, RecipeConfig, StrategyArguments, register_recipe_check
+from warmstart_hf.registry import Registry
 from warmstart_hf.strategies.base import Strategy
 
-STRATEGIES: dict[str, type[Strategy]] = {}
-
-
-def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
-    def decorate(cls: type[Strategy]) -> type[Strategy]:
-        if name in STRATEGIES:
-            raise ValueError(f"strategy {name!r} is already registered")
-        cls.name = name
-        STRATEGIES[name] = cls
-        return cls
-
-    return decorate
+STRATEGIES: Registry = Registry("strategy")
+register_strategy = STRATEGIES.register
 
 
 def create_strategy(name: str, options: StrategyArguments | None = None) -> Strategy:

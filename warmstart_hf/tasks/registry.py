@@ -3,24 +3,13 @@ that each of its strategies serves it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
+from warmstart_hf.registry import Registry
 from warmstart_hf.strategies import STRATEGIES
 from warmstart_hf.tasks.base import Task
 
-TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
-    def decorate(cls: type[Task]) -> type[Task]:
-        if name in TASKS:
-            raise ValueError(f"task {name!r} is already registered")
-        cls.name = name
-        TASKS[name] = cls
-        return cls
-
-    return decorate
+TASKS: Registry = Registry("task")
+register_task = TASKS.register
 
 
 def create_task(config: RecipeConfig) -> Task:
