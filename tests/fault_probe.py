@@ -72,6 +72,13 @@ def _install(moment: str, nth: int) -> None:
         "training_step": lambda: wrap(PhaseTrainer, "training_step", before=kill),
         "sigterm": lambda: wrap(PhaseTrainer, "training_step", before=lambda *a, **k: _die(signal.SIGTERM)),
         "sigint": lambda: wrap(PhaseTrainer, "training_step", before=lambda *a, **k: _die(signal.SIGINT)),
+        # under accelerate launch: only the second process gets SIGTERM; every rank must stop with it
+        "sigterm_rank1": lambda: wrap(
+            PhaseTrainer,
+            "training_step",
+            before=lambda *a, **k: _die(signal.SIGTERM),
+            when=lambda *a, **k: os.environ.get("RANK") == "1",
+        ),
         # the checkpoint's model is written; its optimizer, RNG and trainer_state.json are not
         "checkpoint_model_only": lambda: wrap(Trainer, "_save_optimizer_and_scheduler", before=kill),
         # trainer_state.json half-written (the FileNotFoundError / JSONDecodeError users met)
