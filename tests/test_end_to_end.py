@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import REPO, launch_two_cpu_processes
 from warmstart_hf.config import ConfigError, parse_config
-from warmstart_hf.loop import run_experiment
+from warmstart_hf.loop import MEASURED_FIELDS, run_experiment
 from warmstart_hf.trainer import PhaseTrainer
 
 FIELDS = {
@@ -32,7 +32,7 @@ FIELDS = {
     "train_seconds",
     "samples_per_second",
 }
-TIMING = {"train_seconds", "samples_per_second", "resumed_from_checkpoint"}
+TIMING = {*MEASURED_FIELDS, "resumed_from_checkpoint"}
 
 
 def _results(run_dir, arm):

@@ -25,9 +25,9 @@ from warmstart_hf.checkpoints import (
 )
 from warmstart_hf.cli import main_train
 from warmstart_hf.config import parse_config
-from warmstart_hf.loop import run_experiment
+from warmstart_hf.loop import MEASURED_FIELDS, run_experiment
 
-TIMING = {"train_seconds", "samples_per_second", "resumed_from_checkpoint"}
+TIMING = {*MEASURED_FIELDS, "resumed_from_checkpoint"}
 ARMS = ("warm-seed0", "hare_tortoise-seed0")
 
 # (moment, N-th occurrence, expected exit status): in this order each kill lands on a run that has

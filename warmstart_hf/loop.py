@@ -66,6 +66,8 @@ from warmstart_hf.trainer import PhaseProgress, PhaseTrainer, unwrap_optimizer_s
 logger = logging.getLogger(__name__)
 
 OPTIMIZER_STATE_FILE = "optimizer_state.safetensors"
+# Record fields that measure this machine, not the experiment: they differ between identical runs.
+MEASURED_FIELDS = ("train_seconds", "samples_per_second", "phase_seconds", "peak_memory_mb")
 
 
 def prepare_data(config: RecipeConfig) -> TaskData:
@@ -220,6 +222,8 @@ def _progress_bar(arm: _Arm) -> tqdm | None:
 
 def _run_phase(arm: _Arm, phase: int, model, carried_state) -> tuple[torch.nn.Module, dict[str, Any] | None]:
     """Start the phase (strategy), train it, record it, save it; returns what the next phase needs."""
+    phase_started = time.perf_counter()
+    _reset_peak_memory()
     phase_dir = arm.directory / f"phase-{phase:02d}"
     train = arm.task.train_dataset(arm.data, phase)
     STOP.raise_if_requested(f"before {arm.directory.name} phase {phase}")
@@ -246,6 +250,8 @@ def _run_phase(arm: _Arm, phase: int, model, carried_state) -> tuple[torch.nn.Mo
             name: arm.task.companion_metrics(companion, arm.data, phase, train)
             for name, companion in start.companions.items()
         }
+    record["phase_seconds"] = round(time.perf_counter() - phase_started, 3)  # everything but the saving
+    record["peak_memory_mb"] = _peak_memory_mb()
     carried_state = unwrap_optimizer_state(trainer.optimizer) if arm.strategy.carries_optimizer_state() else None
     _save_phase(arm, phase_dir, trainer, record, carried_state, start.companions)
     return model, carried_state
@@ -337,6 +343,20 @@ def _save_phase(arm: _Arm, phase_dir: Path, trainer, record, carried_state, comp
     for stale in phase_dir.glob("checkpoint-*"):
         remove_checkpoint(stale)
     push_finished_phases(arm.config, arm.directory)  # no-op unless push_to_hub; never raises
+
+
+def _reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory_mb() -> float:
+    """Peak GPU memory allocated during the phase, or (on CPU) the process's peak resident size so far."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kilobytes on Linux
 
 
 def _param_vector(model: torch.nn.Module) -> torch.Tensor:

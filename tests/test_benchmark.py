@@ -1,0 +1,31 @@
+"""scripts/benchmark.py runs the real phase path next to a plain loop and reports every figure (the
+figures themselves are measurements, printed, never asserted against a speed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from warmstart_hf.cli import main_benchmark
+
+
+@pytest.mark.slow
+def test_benchmark_reports_every_field(tiny_recipe, tmp_path, capsys):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({**tiny_recipe, "num_train_epochs": 1, "diagnostics": False}))
+    assert main_benchmark([str(recipe), "--device", "cpu", "--plain_epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["device"] == "cpu" and result["recipe"] == str(recipe)
+    assert result["plain_images_per_second"] > 0 and result["project_images_per_second"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["project_images_per_second"] / result["plain_images_per_second"], abs=1e-3
+    )
+    assert [p["phase"] for p in result["phases"]] == [0, 1, 2]
+    for phase in result["phases"]:
+        assert phase["images_per_second"] > 0 and phase["peak_memory_mb"] > 0
+        assert phase["overhead_seconds"] >= 0 and 0 <= phase["overhead_fraction"] < 1
+    assert "| phase | images/s | overhead (s) |" in out
+    assert not (tmp_path / "runs" / "tiny").exists()  # the project path ran in a scratch directory

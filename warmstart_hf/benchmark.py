@@ -1,0 +1,123 @@
+"""Throughput of the project's phase path next to a plain PyTorch loop, in one process, on the same
+model, data, augmentation and device (``scripts/benchmark.py``).
+
+The project path is the real one: ``run_experiment`` on the recipe (one warm arm, every phase), so the
+Trainer, the loop, the strategy, evaluation, diagnostics and checkpoints all count. The plain loop
+trains the same initial model on the last phase's training set, held on the device as one uint8
+tensor, with the project's batched augmentation and the same optimizer settings, timed after one
+warm-up epoch. Figures: images/s of each and their ratio; per phase the overhead (the phase's wall
+time outside ``trainer.train``: strategy, diagnostics, evaluation) and the peak memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from warmstart_hf.config import RecipeConfig, parse_config
+from warmstart_hf.data import build_augmentation
+from warmstart_hf.loop import run_experiment
+from warmstart_hf.tasks import create_task
+
+
+def _optimizer(config: RecipeConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    tr = config.training
+    if tr.optim.value == "sgd":
+        momentum = float(dict(kv.split("=") for kv in (tr.optim_args or "").split(",") if kv).get("momentum", 0))
+        return torch.optim.SGD(model.parameters(), lr=tr.learning_rate, momentum=momentum, weight_decay=tr.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=tr.learning_rate, weight_decay=tr.weight_decay)
+
+
+def plain_loop_images_per_second(config: RecipeConfig, epochs: int = 2) -> float:
+    """A hand-written loop over device-resident uint8 data: the reference the project is held to."""
+    device = config.training.device
+    task = create_task(config)
+    data = task.prepare()
+    train = data.train.select(data.plan.train_indices(data.plan.num_phases - 1))
+    pixels = torch.from_numpy(np.asarray(train["pixel_values"][:]).astype(np.uint8)).to(device)
+    labels = torch.as_tensor(np.asarray(train["labels"][:])).to(device)
+    model = task.initial_model(data, config.training.seed).to(device).train()
+    optimizer = _optimizer(config, model)
+    inc = config.incremental
+    augment = build_augmentation(inc.augmentation, crop_padding=inc.crop_padding, rotation_degrees=inc.rotation_degrees)
+    batch = config.training.per_device_train_batch_size
+    seen, started = 0, None
+    for epoch in range(epochs + 1):  # epoch 0 warms up (allocations, kernels)
+        if epoch == 1:
+            _synchronize(device)
+            started = time.perf_counter()
+        for index in torch.randperm(len(labels), device=device).split(batch):
+            x = pixels[index] if augment is None else augment(pixels[index])
+            loss = F.cross_entropy(model(x).logits.float(), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(index) if epoch > 0 else 0
+    _synchronize(device)
+    return seen / (time.perf_counter() - started)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def project_phases(config: RecipeConfig) -> list[dict[str, Any]]:
+    """The real loop on the recipe (a warm arm, in a scratch directory); its phase records."""
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
+        config = dataclasses.replace(config)
+        config.training = dataclasses.replace(config.training, output_dir=scratch, run_name="benchmark")
+        config.incremental = dataclasses.replace(config.incremental, strategies=["warm"])
+        run_dir = run_experiment(config)
+        lines = (Path(run_dir) / f"warm-seed{config.training.seed}" / "results.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def run_benchmark(argv: list[str], epochs: int = 2) -> dict[str, Any]:
+    """Parse ``RECIPE [--field value ...]``, measure both paths, return every figure."""
+    config = parse_config(argv)
+    plain = plain_loop_images_per_second(config, epochs)
+    records = project_phases(config)
+    phases = [
+        {
+            "phase": r["phase"],
+            "images_per_second": r["samples_per_second"],
+            "overhead_seconds": round(r["phase_seconds"] - r["train_seconds"], 3),
+            "overhead_fraction": round((r["phase_seconds"] - r["train_seconds"]) / r["phase_seconds"], 4),
+            "peak_memory_mb": r["peak_memory_mb"],
+        }
+        for r in records
+    ]
+    project = phases[-1]["images_per_second"]  # the largest, steady phase
+    return {
+        "recipe": argv[0],
+        "device": str(config.training.device),
+        "plain_images_per_second": round(plain, 1),
+        "project_images_per_second": project,
+        "ratio": round(project / plain, 3),
+        "phases": phases,
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"recipe {result['recipe']} on {result['device']}: project {result['project_images_per_second']:.0f} img/s, "
+        f"plain loop {result['plain_images_per_second']:.0f} img/s, ratio {result['ratio']:.2f}",
+        "",
+        "| phase | images/s | overhead (s) | overhead (% of phase) | peak memory (MB) |",
+        "|---|---|---|---|---|",
+    ]
+    for p in result["phases"]:
+        lines.append(
+            f"| {p['phase']} | {p['images_per_second']:.0f} | {p['overhead_seconds']:.2f} | "
+            f"{100 * p['overhead_fraction']:.1f} | {p['peak_memory_mb']:.0f} |"
+        )
+    return "\n".join(lines)
