@@ -33,6 +33,7 @@ class StopRequested(Exception):
 class _StopFlag:
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._group = None
 
     @contextmanager
     def handling_signals(self):
@@ -58,15 +59,23 @@ class _StopFlag:
         )
 
     def requested(self) -> bool:
-        """Whether any process got a signal (a collective under DDP: call it on every rank)."""
+        """Whether any process got a signal (a collective under DDP: call it on every rank). The flag
+        travels over a CPU (gloo) group, so checking it never waits for the GPU's queue."""
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             flag = torch.tensor([0 if self.signum is None else self.signum])
-            if dist.get_backend() == "nccl":
-                flag = flag.cuda()
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._cpu_group())
             if int(flag) and self.signum is None:
                 self.signum = int(flag)
         return self.signum is not None
+
+    def _cpu_group(self):
+        """The default group when it is gloo already, else one gloo group made once (every rank
+        reaches the first check at the same step, as ``new_group`` requires)."""
+        if dist.get_backend() == "gloo":
+            return None
+        if self._group is None:
+            self._group = dist.new_group(backend="gloo")
+        return self._group
 
     def raise_if_requested(self, where: str) -> None:
         if self.requested():
