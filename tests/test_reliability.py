@@ -287,3 +287,55 @@ def test_a_signal_to_one_process_of_a_ddp_run_stops_every_rank_at_the_same_step(
     assert _comparable(tmp_path / "runs" / "stopped", "warm-seed0") == _comparable(
         tmp_path / "runs" / "reference", "warm-seed0"
     )
+
+
+@pytest.mark.slow
+def test_a_signal_mid_epoch_changes_nothing_the_epoch_end_would_do(tmp_path, tiny_recipe):
+    """save_strategy epoch, per-epoch evaluation and a Hare & Tortoise reset every epoch: a stop
+    part-way through an epoch must not evaluate, reset the hare or save a second time."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    extra = {"save_strategy": "epoch", "track_test_curve": True, "strategies": ["hare_tortoise"]}
+    reference = _probe("none", 0, _recipe(tmp_path, tiny_recipe, run_name="reference", **extra), env)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    recipe = _recipe(tmp_path, tiny_recipe, run_name="stopped", **extra)
+    stopped = _probe("sigterm", 14, recipe, env)  # phase 1 at epoch 1.6 (6 + 8 steps): no epoch ends there
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    step, arm, phase = re.search(r"at step (\d+) of (\S+) phase (\d+)", stopped.stderr).groups()
+    assert is_complete(tmp_path / "runs" / "stopped" / arm / f"phase-{int(phase):02d}" / f"checkpoint-{step}")
+    final = _probe("none", 0, recipe, env)
+    assert final.returncode == 0, final.stderr[-3000:]
+    arm = "hare_tortoise-seed0"
+    assert _comparable(tmp_path / "runs" / "stopped", arm) == _comparable(tmp_path / "runs" / "reference", arm)
+
+
+def test_only_write_failures_count_as_disk_errors(tmp_path):
+    import errno
+
+    from warmstart_hf.cli import _disk_error
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "x"))
+    assert _disk_error(full) is full
+    assert _disk_error(RuntimeError(f"File x cannot be opened: {os.strerror(errno.EROFS)}")).errno == errno.EROFS
+    shm = RuntimeError(f"unable to write to file </torch_1_2>: {os.strerror(errno.ENOSPC)} (/dev/shm)")
+    assert _disk_error(shm) is None  # a full shared-memory mount, not the run's disk
+    assert _disk_error(OSError(errno.EACCES, "Permission denied", str(tmp_path / "x"))) is None  # writable dir
+    try:
+        try:
+            raise full
+        except OSError:
+            raise ValueError("unrelated") from None
+    except ValueError as err:
+        assert _disk_error(err) is None  # `from None` hides the context
+
+
+def test_resuming_with_another_number_of_processes_is_refused(tmp_path, tiny_recipe):
+    from warmstart_hf.config import ConfigError
+
+    recipe = {**tiny_recipe, "strategies": ["warm"], "num_phases": 1, "num_train_epochs": 1, "diagnostics": False}
+    run_dir = run_experiment(parse_config(recipe=recipe))
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["fingerprint"]["training"]["world_size"] == 1
+    saved["fingerprint"]["training"]["world_size"] = 2  # as if an earlier attempt ran on two processes
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(ConfigError, match="training.world_size"):
+        run_experiment(parse_config(recipe=recipe))

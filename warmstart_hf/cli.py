@@ -7,10 +7,11 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from warmstart_hf.config import ConfigError, parse_config
 
-DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # and EACCES on a directory that cannot be written
 
 
 def _guarded(action: Callable[[], int]) -> int:
@@ -33,6 +34,7 @@ def _guarded(action: Callable[[], int]) -> int:
         disk = _disk_error(err)
         if disk is None:
             raise
+        print(f"({type(err).__name__}: {err})", file=sys.stderr)
         print(
             f"error: could not write {disk.filename or 'to the run directory'}: {disk.strerror}. The run stopped; "
             "every finished phase and the last complete checkpoint are intact. Fix: free space or make the "
@@ -45,18 +47,31 @@ def _guarded(action: Callable[[], int]) -> int:
 
 
 def _disk_error(err: BaseException) -> OSError | None:
-    """The OSError (no space, read-only, no permission) behind ``err``, if any (torch and safetensors
-    wrap it in their own exceptions)."""
+    """The write failure (no space, read-only file system, a directory without write permission)
+    behind ``err``, if any. torch wraps such an OSError in a RuntimeError that keeps only its message,
+    so a RuntimeError naming one of these errors counts too, unless it is about shared memory (a full
+    /dev/shm is not the run directory's disk)."""
     seen = err
     while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in DISK_ERRORS:
+        if isinstance(seen, OSError) and _is_write_failure(seen):
             return seen
         text = str(seen)
-        for code in DISK_ERRORS:
-            if os.strerror(code) in text:
-                return OSError(code, os.strerror(code))
-        seen = seen.__cause__ or seen.__context__
+        if isinstance(seen, RuntimeError) and not any(m in text for m in ("/dev/shm", "shared memory", "shm")):
+            for code in DISK_ERRORS:
+                if os.strerror(code) in text:
+                    return OSError(code, os.strerror(code))
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return None
+
+
+def _is_write_failure(err: OSError) -> bool:
+    if err.errno in DISK_ERRORS:
+        return True
+    if err.errno != errno.EACCES or not err.filename:
+        return False
+    target = Path(err.filename)
+    directory = target if target.is_dir() else target.parent
+    return directory.exists() and not os.access(directory, os.W_OK)
 
 
 def main_train(argv: list[str]) -> int:

@@ -313,25 +313,29 @@ class RecipeConfig:
             "incremental": incremental,
             "strategy": dataclasses.asdict(self.strategy),
             "training": {
-                k: _plain(getattr(tr, k))
-                for k in (
-                    "learning_rate",
-                    "num_train_epochs",
-                    "max_steps",
-                    "per_device_train_batch_size",
-                    "gradient_accumulation_steps",
-                    "optim",
-                    "optim_args",
-                    "weight_decay",
-                    "adam_beta1",
-                    "adam_beta2",
-                    "adam_epsilon",
-                    "lr_scheduler_type",
-                    "warmup_steps",
-                    "max_grad_norm",
-                )
+                # the number of processes sets the effective batch (and where a checkpoint resumes)
+                "world_size": tr.world_size,
+                **{k: _plain(getattr(tr, k)) for k in _FINGERPRINT_TRAINING_FIELDS},
             },
         }
+
+
+_FINGERPRINT_TRAINING_FIELDS = (
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "optim",
+    "optim_args",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "max_grad_norm",
+)
 
 
 def _plain(value: Any) -> Any:

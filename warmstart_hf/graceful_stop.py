@@ -32,14 +32,15 @@ class StopRequested(Exception):
 
 class _StopFlag:
     def __init__(self) -> None:
-        self.signum: int | None = None
+        self.signum: int | None = None  # set by the handler, at any moment, on this process only
+        self.agreed = False  # the last answer of requested(): the same on every rank
         self._group = None
 
     @contextmanager
     def handling_signals(self):
         """Record SIGTERM/SIGINT for the duration of the block (a fresh request each time), then
         restore the previous handlers."""
-        self.signum = None
+        self.signum, self.agreed = None, False
         previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
             yield
@@ -66,7 +67,8 @@ class _StopFlag:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._cpu_group())
             if int(flag) and self.signum is None:
                 self.signum = int(flag)
-        return self.signum is not None
+        self.agreed = self.signum is not None
+        return self.agreed
 
     def _cpu_group(self):
         """The default group when it is gloo already, else one gloo group made once (every rank
@@ -86,10 +88,23 @@ STOP = _StopFlag()
 
 
 class StopAtStepBoundary(TrainerCallback):
-    """Save a checkpoint and end training after the step during which a signal arrived."""
+    """Save a checkpoint and end training after the step during which a signal arrived. Callbacks read
+    ``STOP.agreed`` (decided here, the same on every rank), never the raw ``STOP.signum``."""
 
     def on_step_end(self, args, state, control, **kwargs):
         if STOP.requested():
             control.should_save = True
             control.should_training_stop = True
         return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        """After a stop mid-epoch the Trainer still ends the epoch: nothing of the epoch's end may run
+        (no evaluation, no second save over the checkpoint just written); the epoch goes on on resume."""
+        if STOP.agreed and not stopped_at_epoch_end(state):
+            control.should_save = control.should_evaluate = control.should_log = False
+        return control
+
+
+def stopped_at_epoch_end(state) -> bool:
+    """Whether training stands at the end of a whole epoch (not part-way through one)."""
+    return float(state.epoch or 0).is_integer()

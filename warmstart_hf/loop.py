@@ -87,7 +87,7 @@ def _check_run_dir(config: RecipeConfig) -> None:
     defaults = {
         section: dataclasses.asdict(cls())
         for section, cls in (("data", DataArguments), ("model", ModelArguments), ("incremental", IncrementalArguments))
-    } | {"strategy": dataclasses.asdict(StrategyArguments())}
+    } | {"strategy": dataclasses.asdict(StrategyArguments()), "training": {"world_size": 1}}
     missing = object()
     changed = []
     for section, values in current.items():

@@ -23,10 +23,10 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
-from warmstart_hf.checkpoints import mark_complete, prune_checkpoints
+from warmstart_hf.checkpoints import COMPLETE_MARKER, mark_complete, prune_checkpoints
 from warmstart_hf.data.augment import BatchTransform
 from warmstart_hf.distributed import broadcast_module
-from warmstart_hf.graceful_stop import STOP, StopAtStepBoundary
+from warmstart_hf.graceful_stop import STOP, StopAtStepBoundary, stopped_at_epoch_end
 from warmstart_hf.optimizer_state import apply_optimizer_state
 
 RUNNING_ACCURACY_FILE = "running_train_accuracy-rank{rank}.json"  # saved into each Trainer checkpoint
@@ -94,12 +94,13 @@ class PhaseTrainer(Trainer):
         then the completeness marker, and only then the rotation of older checkpoints: a process
         killed at any point leaves the previous complete checkpoint in place."""
         limit = self.args.save_total_limit
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        (folder / COMPLETE_MARKER).unlink(missing_ok=True)  # rewriting a checkpoint: incomplete until marked again
         self.args.save_total_limit = None  # no rotation before this checkpoint is complete
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = limit
-        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
         folder.mkdir(parents=True, exist_ok=True)
         for callback in self.callback_handler.callbacks:
             if hasattr(callback, "write_checkpoint"):
@@ -205,7 +206,7 @@ class _EpochTrainAccuracy(TrainerCallback):
         (folder / RUNNING_ACCURACY_FILE.format(rank=args.process_index)).write_text(json.dumps(counts))
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if STOP.signum is not None and not float(state.epoch or 0).is_integer():
+        if STOP.agreed and not stopped_at_epoch_end(state):
             return control  # stopped mid-epoch by a signal: the epoch goes on when the run resumes
         accuracy = self.trainer.epoch_train_accuracy()
         state.log_history.append({"epoch": state.epoch, "step": state.global_step, "train_accuracy_running": accuracy})
@@ -225,8 +226,8 @@ class _SaveAfterEpochEnd(TrainerCallback):
         self.deferred = False
 
     def on_step_end(self, args, state, control, **kwargs):
-        ends_epoch = float(state.epoch or 0).is_integer()
-        ends_training = control.should_training_stop and STOP.signum is None
+        ends_epoch = stopped_at_epoch_end(state)
+        ends_training = control.should_training_stop and not STOP.agreed
         if control.should_save and (ends_epoch or ends_training):
             control.should_save = False
             self.deferred = True

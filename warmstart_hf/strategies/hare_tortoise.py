@@ -48,6 +48,8 @@ class HareTortoiseCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         # The reference resets at the end of epochs whose 0-indexed number within the phase is a multiple
         # of reset_epochs: after the 1st, 11th, 21st, ... epoch (src/trainers/base.py of Hare-Tortoise).
+        if not float(state.epoch or 0).is_integer():
+            return  # training stopped part-way through the epoch (a signal, max_steps): no epoch ended
         finished = round(state.epoch or 0) - 1
         if finished >= 0 and finished % self.reset_epochs == 0:
             model.load_state_dict(self.tortoise.state_dict())
