@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import Trainer
 
 from warmstart_hf.config import RecipeConfig, parse_config
 from warmstart_hf.data import build_augmentation
@@ -29,11 +30,10 @@ from warmstart_hf.tasks import create_task
 
 
 def _optimizer(config: RecipeConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    tr = config.training
-    if tr.optim.value == "sgd":
-        momentum = float(dict(kv.split("=") for kv in (tr.optim_args or "").split(",") if kv).get("momentum", 0))
-        return torch.optim.SGD(model.parameters(), lr=tr.learning_rate, momentum=momentum, weight_decay=tr.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=tr.learning_rate, weight_decay=tr.weight_decay)
+    """The optimizer the Trainer builds from the same arguments (class, optim_args, betas, eps), on
+    every parameter with the recipe's weight decay (the project's ``weight_decay_scope: all``)."""
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(config.training, model)
+    return cls(model.parameters(), weight_decay=config.training.weight_decay, **kwargs)
 
 
 def plain_loop_images_per_second(config: RecipeConfig, epochs: int = 2) -> float:

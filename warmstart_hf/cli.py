@@ -56,7 +56,7 @@ def _disk_error(err: BaseException) -> OSError | None:
         if isinstance(seen, OSError) and _is_write_failure(seen):
             return seen
         text = str(seen)
-        if isinstance(seen, RuntimeError) and not any(m in text for m in ("/dev/shm", "shared memory", "shm")):
+        if isinstance(seen, RuntimeError) and not any(m in text for m in ("shm", "shared memory")):
             for code in DISK_ERRORS:
                 if os.strerror(code) in text:
                     return OSError(code, os.strerror(code))
