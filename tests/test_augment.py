@@ -77,3 +77,33 @@ def test_built_augmentations_apply_each_named_transform():
     assert sum(not torch.equal(rotated[b], x[b]) for b in range(64)) > 48
     both = build_augmentation(["crop", "flip"], crop_padding=2)(x)
     assert sum(not torch.equal(both[b], x[b]) for b in range(64)) > 48
+
+
+def test_random_resized_crop_draws_boxes_as_torchvision_and_resamples_them_exactly():
+    from warmstart_hf.data.augment import _crop_boxes, random_resized_crop, resample_boxes
+
+    torch.manual_seed(0)
+    boxes = _crop_boxes(4000, 400, 300, (0.08, 1.0), (3 / 4, 4 / 3), "cpu")
+    top, left, h, w = boxes.unbind(1)
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 400).all() and (left + w <= 300).all()
+    area, ratio = h * w / (400 * 300), w / h
+    assert area.min() >= 0.079 and area.max() <= 1.0 and ratio.min() > 0.74 and ratio.max() < 1.34
+    assert 0.3 < area.median() < 0.6  # the area is uniform over [0.08, 1] among the draws that fit
+    assert len(set(zip(top.tolist(), left.tolist()))) > 1000  # one draw per sample
+    images = torch.arange(2 * 3 * 12 * 12, dtype=torch.float32).view(2, 3, 12, 12)
+    window = torch.tensor([[2.0, 3.0, 6.0, 6.0], [0.0, 0.0, 6.0, 6.0]])
+    assert torch.allclose(resample_boxes(images, window, 6)[0], images[0, :, 2:8, 3:9], atol=1e-3)  # scale 1: a slice
+    out = random_resized_crop(torch.randint(0, 256, (8, 3, 20, 20), dtype=torch.uint8), 16)
+    assert out.shape == (8, 3, 16, 16) and out.dtype == torch.uint8
+
+
+def test_resize_center_crop_is_torchvisions_resize_then_center_crop():
+    from torchvision.transforms.v2 import functional as TF
+
+    from warmstart_hf.data.augment import resize_center_crop
+
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    expected = TF.center_crop(TF.resize(images, [32], antialias=True), [28])
+    got = resize_center_crop(images, 28, 0.875)
+    assert (got.int() - expected.int()).abs().max() <= 1  # rounding of the interpolated values
+    assert torch.equal(resize_center_crop(images, 35, 0.875), images[..., 2:37, 2:37])  # already 40: crop only

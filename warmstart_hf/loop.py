@@ -42,7 +42,6 @@ from warmstart_hf.checkpoints import (
     phase_files_readable,
     remove_checkpoint,
     remove_stale_temporaries,
-    save_pretrained_atomic,
 )
 from warmstart_hf.config import (
     ConfigError,
@@ -201,7 +200,7 @@ def _arm_start(arm: _Arm) -> tuple[torch.nn.Module, dict[str, Any] | None]:
         if not split_path.exists():
             atomic_write_json(split_path, plan.to_json())
         if not phase_files_readable(directory / "init"):
-            save_pretrained_atomic(init_model, directory / "init")
+            arm.task.save_initial_model(init_model, directory / "init")
     if not arm.results:
         return init_model, None
     previous_dir = directory / f"phase-{len(arm.results) - 1:02d}"
@@ -232,6 +231,7 @@ def _run_phase(arm: _Arm, phase: int, model, carried_state) -> tuple[torch.nn.Mo
     start = arm.strategy.prepare(_phase_context(arm, phase, model, train, checkpoint))
     model = start.model
     distance = float(torch.linalg.vector_norm(_param_vector(model) - previous)) if previous is not None else None
+    start_record = {"start_distance_to_previous": distance, **arm.task.start_record(model, arm.data, phase)}
     diagnose = arm.config.incremental.diagnostics and arm.is_main
     start_diagnostics = arm.task.start_diagnostics(model, arm.data, phase) if diagnose else {}
     optimizer_state = carried_state if start.carry_optimizer_state else None
@@ -240,7 +240,7 @@ def _run_phase(arm: _Arm, phase: int, model, carried_state) -> tuple[torch.nn.Mo
     trainer.train(resume_from_checkpoint=checkpoint)
     STOP.raise_if_requested(f"at step {trainer.state.global_step} of {arm.directory.name} phase {phase}")
     seconds = time.perf_counter() - started
-    record = _phase_record(arm, phase, trainer, train, start, distance, checkpoint, seconds)
+    record = _phase_record(arm, phase, trainer, train, start, start_record, checkpoint, seconds)
     if diagnose:
         state = {"init_state": arm.init_state, "previous": previous}
         end = arm.task.end_diagnostics(model, arm.data, phase, train, **state)
@@ -301,7 +301,7 @@ def _phase_trainer(arm: _Arm, phase: int, phase_dir: Path, train, model, start: 
     return trainer
 
 
-def _phase_record(arm: _Arm, phase, trainer, train, start: PhaseStart, distance, checkpoint, seconds) -> dict:
+def _phase_record(arm: _Arm, phase, trainer, train, start: PhaseStart, start_record, checkpoint, seconds) -> dict:
     """The phase's line in results.jsonl: the task's metrics and the loop's accounting."""
     inc, state = arm.config.incremental, trainer.state
     epochs = float(state.epoch or 0.0)
@@ -312,7 +312,7 @@ def _phase_record(arm: _Arm, phase, trainer, train, start: PhaseStart, distance,
         "seed": arm.seed,
         "scenario": arm.data.plan.scenario,
         **arm.task.phase_metrics(trainer, arm.data, phase, train),
-        "start_distance_to_previous": distance,
+        **start_record,
         "strategy_stats": start.stats,
         "optimizer_state": arm.strategy.optimizer_policy(),
         "epochs": epochs,
@@ -331,7 +331,7 @@ def _phase_record(arm: _Arm, phase, trainer, train, start: PhaseStart, distance,
 
 def _save_phase(arm: _Arm, phase_dir: Path, trainer, record, carried_state, companions) -> None:
     """The phase's files, then its results line (the commit point), then cleanup and the Hub push."""
-    trainer.save_model(str(phase_dir))  # every rank calls it (FSDP gathers); the main one writes
+    arm.task.save_phase_model(trainer, phase_dir)  # every rank calls it (FSDP gathers); the main one writes
     arm.results.append(record)
     if not arm.is_main:
         return

@@ -1,11 +1,12 @@
 """The Trainer subclass that runs one phase.
 
 It adds to ``transformers.Trainer`` only what the references need: batched augmentation on the
-device inside the training step, a multi-step learning-rate schedule (x gamma at given epochs, as
-in the target study), weight decay on every parameter (the CIFAR references' rule), an optional
-optimizer state carried over from the previous phase, a strategy's regularizer added to the
-loss, and (optionally) a training loss over the logits of the classes seen so far. Everything
-else (devices, DDP/FSDP, mixed precision, checkpoints, resume, logging) is the Trainer's own.
+device inside the training step (and an evaluation view, e.g. a centre crop, in prediction), a
+multi-step learning-rate schedule (x gamma at given epochs, as in the target study), weight decay on
+every parameter (the CIFAR references' rule), an optional optimizer state carried over from the
+previous phase, a strategy's regularizer added to the loss, and (optionally) a training loss over
+the logits of the classes seen so far. Everything else (devices, DDP/FSDP, mixed precision,
+checkpoints, resume, logging) is the Trainer's own.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class PhaseTrainer(Trainer):
         self,
         *args: Any,
         augment: BatchTransform | None = None,
+        eval_transform: BatchTransform | None = None,
         lr_milestones: list[float] | None = None,
         lr_gamma: float = 0.1,
         weight_decay_scope: str = "all",
@@ -56,6 +58,7 @@ class PhaseTrainer(Trainer):
         # step is the same update for 1 x B, N x B/N and B/k x k accumulation, whatever the model says.
         self.model_accepts_loss_kwargs = False
         self.augment = augment
+        self.eval_transform = eval_transform  # the evaluation view of stored images (e.g. resize + centre crop)
         self.lr_milestones = list(lr_milestones or [])
         self.lr_gamma = lr_gamma
         self.weight_decay_scope = weight_decay_scope
@@ -88,6 +91,12 @@ class PhaseTrainer(Trainer):
             # On the unwrapped model: the same parameters DDP reduces, identical on every rank.
             loss = loss + self.regularizer(self.model)
         return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if self.eval_transform is not None:  # on the device (moving inputs twice is a no-op)
+            inputs = self._prepare_inputs(inputs)
+            inputs = {**inputs, "pixel_values": self.eval_transform(inputs["pixel_values"])}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def _save_checkpoint(self, model, trial):
         """The Trainer's checkpoint, then every callback's extras (``write_checkpoint(folder, args)``),

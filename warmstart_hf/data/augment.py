@@ -10,6 +10,7 @@ master seed and saves in every checkpoint, so an interrupted phase resumes with 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -58,9 +59,71 @@ def random_rotation(images: torch.Tensor, degrees: float) -> torch.Tensor:
     return rotate(images, angles)
 
 
+def _crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float], device, tries=10):
+    """(B, 4) boxes (top, left, height, width) drawn as torchvision's RandomResizedCrop.get_params: up to
+    ``tries`` draws of area fraction and log-uniform aspect ratio, the first that fits; else the
+    whole image clamped to the ratio range, centred."""
+    area = torch.empty(b, tries, device=device).uniform_(*scale) * (h * w)
+    log_ratio = torch.empty(b, tries, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]))
+    cw = torch.sqrt(area * log_ratio.exp()).round()
+    ch = torch.sqrt(area / log_ratio.exp()).round()
+    fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = fits.float().argmax(1)
+    ch, cw = ch.gather(1, first[:, None])[:, 0], cw.gather(1, first[:, None])[:, 0]
+    top = (torch.rand(b, device=device) * (h - ch + 1)).floor()
+    left = (torch.rand(b, device=device) * (w - cw + 1)).floor()
+    fallback_w = min(w, round(h * ratio[1])) if w / h > ratio[1] else w
+    fallback_h = min(h, round(w / ratio[0])) if w / h < ratio[0] else h
+    none = ~fits.any(1)
+    ch = torch.where(none, torch.full_like(ch, fallback_h), ch)
+    cw = torch.where(none, torch.full_like(cw, fallback_w), cw)
+    top = torch.where(none, torch.full_like(top, (h - fallback_h) // 2), top)
+    left = torch.where(none, torch.full_like(left, (w - fallback_w) // 2), left)
+    return torch.stack([top, left, ch, cw], 1)
+
+
+def resample_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Each sample's box (top, left, height, width) resized to ``size`` x ``size``, bilinear, in one
+    ``grid_sample`` over the batch. Without antialiasing: the recipes store images at about
+    crop_size / 0.875, so a crop is never shrunk by more than that factor."""
+    b, _, h, w = images.shape
+    top, left, ch, cw = boxes.float().unbind(1)
+    zeros = torch.zeros_like(top)
+    theta = torch.stack(
+        [
+            torch.stack([cw / w, zeros, (2 * left + cw) / w - 1], 1),
+            torch.stack([zeros, ch / h, (2 * top + ch) / h - 1], 1),
+        ],
+        1,
+    )
+    grid = F.affine_grid(theta, [b, images.shape[1], size, size], align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out if images.is_floating_point() else out.round().clamp(0, 255).to(images.dtype)
+
+
+def random_resized_crop(images: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """torchvision's RandomResizedCrop(size, scale, ratio), one draw per sample, on the whole batch."""
+    b, _, h, w = images.shape
+    return resample_boxes(images, _crop_boxes(b, h, w, tuple(scale), tuple(ratio), images.device), size)
+
+
+def resize_center_crop(images: torch.Tensor, size: int, crop_pct: float = 0.875) -> torch.Tensor:
+    """The evaluation view: resize to ``round(size / crop_pct)`` (antialiased bilinear, as torchvision's
+    Resize on tensors) and keep the centre ``size`` x ``size`` (Resize(256) + CenterCrop(224))."""
+    resized = round(size / crop_pct)
+    if images.shape[-1] != resized or images.shape[-2] != resized:
+        out = F.interpolate(images.float(), size=(resized, resized), mode="bilinear", antialias=True)
+        images = out if images.is_floating_point() else out.round().clamp(0, 255).to(images.dtype)
+    top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
 # name -> factory(options) -> batch transform; recipes list names under `augmentation`.
 AUGMENTATIONS: dict[str, Callable[..., BatchTransform]] = {
     "crop": lambda crop_padding=4, **_: lambda x: random_crop(x, crop_padding),
+    "random_resized_crop": lambda crop_size=224, crop_scale=(0.08, 1.0), **_: (
+        lambda x: random_resized_crop(x, crop_size, crop_scale)
+    ),
     "flip": lambda **_: random_horizontal_flip,
     "rotate": lambda rotation_degrees=15.0, **_: lambda x: random_rotation(x, rotation_degrees),
 }

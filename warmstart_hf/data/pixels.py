@@ -12,19 +12,31 @@ from datasets import Array3D, Dataset, Features, Value
 from PIL import Image as PILImage
 
 
-def _decode_batch(batch: dict, image_size: int, num_channels: int) -> dict:
+def center_square(image: PILImage.Image, size: int) -> PILImage.Image:
+    """Resize the shorter side to ``size`` and keep the central ``size`` x ``size`` square (bilinear, as
+    torchvision's Resize(size) + CenterCrop(size))."""
+    w, h = image.size
+    new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)  # torchvision truncates
+    image = image.resize((new_w, new_h), PILImage.BILINEAR)
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def _decode_batch(batch: dict, image_size: int, num_channels: int, resize_mode: str = "stretch") -> dict:
     mode = "L" if num_channels == 1 else "RGB"
     arrays = []
     for image in batch["image"]:
         image = image.convert(mode)
-        if image.size != (image_size, image_size):
+        if image.size != (image_size, image_size) and resize_mode == "center_square":
+            image = center_square(image, image_size)
+        elif image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), PILImage.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
         arrays.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
     return {"pixel_values": arrays, "labels": batch["label"]}
 
 
-def to_pixel_dataset(ds: Dataset, image_size: int, num_channels: int) -> Dataset:
+def to_pixel_dataset(ds: Dataset, image_size: int, num_channels: int, resize_mode: str = "stretch") -> Dataset:
     """``pixel_values`` (stored as uint8, C x H x W) and ``labels``, numpy-formatted.
 
     datasets' numpy and torch formatters return integer arrays as int64; :func:`collate_pixels`
@@ -39,7 +51,7 @@ def to_pixel_dataset(ds: Dataset, image_size: int, num_channels: int) -> Dataset
         _decode_batch,
         batched=True,
         batch_size=256,
-        fn_kwargs={"image_size": image_size, "num_channels": num_channels},
+        fn_kwargs={"image_size": image_size, "num_channels": num_channels, "resize_mode": resize_mode},
         remove_columns=ds.column_names,
         features=features,
         desc="Decoding images to uint8 tensors",

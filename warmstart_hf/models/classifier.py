@@ -34,6 +34,7 @@ class TimmClassifierConfig(PretrainedConfig):
         model_kwargs: dict | None = None,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
+        frozen_norm_stats: bool = False,
         **kwargs,
     ):
         self.timm_model = timm_model
@@ -42,6 +43,7 @@ class TimmClassifierConfig(PretrainedConfig):
         self.model_kwargs = dict(model_kwargs or {})
         self.image_mean = list(image_mean or [0.5] * num_channels)
         self.image_std = list(image_std or [0.5] * num_channels)
+        self.frozen_norm_stats = frozen_norm_stats  # BatchNorm layers stay in eval mode (lora, linear finetuning)
         super().__init__(**kwargs)
 
 
@@ -73,6 +75,16 @@ class TimmImageClassifier(PreTrainedModel):
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(shape))
         self.register_buffer("image_std", torch.tensor(config.image_std).view(shape))
         self.post_init()
+
+    def train(self, mode: bool = True):
+        """As nn.Module.train; with ``frozen_norm_stats`` every BatchNorm keeps eval mode, so a frozen
+        backbone normalises with its pretrained statistics and never updates them."""
+        super().train(mode)
+        if mode and getattr(self.config, "frozen_norm_stats", False):
+            for module in self.timm_model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def _init_weights(self, module):
         """Keep timm's initialization: a cold start is timm's default draw, not the HF scheme."""

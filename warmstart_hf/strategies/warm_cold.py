@@ -19,6 +19,7 @@ class WarmStart(Strategy):
     """
 
     reference = "Ash & Adams 2020; DASH (Shin et al. 2024) warm / warm_rm"
+    tasks = ("classification", "finetune")
 
     def prepare(self, ctx: PhaseContext) -> PhaseStart:
         return PhaseStart(model=ctx.previous_model, carry_optimizer_state=self.carries_optimizer_state())
@@ -31,11 +32,13 @@ class ColdStart(Strategy):
     ``cold_init: fresh`` (default) draws new random weights each phase, as Ash & Adams 2020, DASH and
     Dohare et al. do (each phase's draw is seeded from the arm seed and the phase, so it differs per
     phase but is reproducible). ``cold_init: same`` restores theta0, parameters AND BatchNorm buffers,
-    as FIRE's full reset does (Avalanche's plugin forgets the buffers, a known bug). For finetuning,
-    ``fresh_model()`` reloads the pretrained weights, which is the target study's cold start.
+    as FIRE's full reset does (Avalanche's plugin forgets the buffers, a known bug). For task finetune,
+    ``fresh_model()`` reloads the pretrained weights and BatchNorm buffers with phase 0's head (the
+    target study's cold start, Section 3.1) or a new head per phase (``cold_head: fresh``).
     """
 
-    reference = "Ash & Adams 2020 (fresh draw); FIRE full reset (cold_init: same)"
+    reference = "Ash & Adams 2020 (fresh draw); FIRE full reset (cold_init: same); Revisiting Warm-Start Training 3.1"
+    tasks = ("classification", "finetune")
     warm_derived = False
 
     def carries_optimizer_state(self) -> bool:

@@ -4,8 +4,8 @@ The loop (``warmstart_hf/loop.py``) runs arms x phases, resume, results, checkpo
 task says what a phase trains and how it is judged: how the data is prepared, how the phase model
 is built, drawn afresh or loaded, what the Trainer needs (collator, batched augmentation, loss
 options, per-epoch evaluation), and which metrics and diagnostics the phase's record holds. The loop
-never branches on a task's name. Tasks now: ``classification`` (from scratch); next: ``finetune``,
-``mae_pretrain``, ``linear_probe``.
+never branches on a task's name. Tasks now: ``classification`` (from scratch) and ``finetune`` (from
+a pretrained network); next: ``mae_pretrain``, ``linear_probe``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from datasets import Dataset
 from torch import nn
 
+from warmstart_hf.checkpoints import save_pretrained_atomic
 from warmstart_hf.config import RecipeConfig
 from warmstart_hf.data.phases import PhasePlan
 
@@ -65,6 +66,18 @@ class Task:
     def trainer_options(self, data: TaskData, phase: int) -> dict[str, Any]:
         """Keyword arguments of PhaseTrainer for this phase (collator, augmentation, evaluation, ...)."""
         raise NotImplementedError
+
+    def save_initial_model(self, model: nn.Module, directory: Path) -> None:
+        """theta0 as the ``init`` directory (main process), loadable with the Auto classes."""
+        save_pretrained_atomic(model, directory)
+
+    def save_phase_model(self, trainer, directory: Path) -> None:
+        """The phase's final model as a plain model directory; every process calls it (FSDP gathers)."""
+        trainer.save_model(str(directory))
+
+    def start_record(self, model: nn.Module, data: TaskData, phase: int) -> dict[str, Any]:
+        """Record fields measured on the model a phase starts from (every process; cheap)."""
+        return {}
 
     def start_diagnostics(self, model: nn.Module, data: TaskData, phase: int) -> dict[str, Any]:
         """Measured on the model a phase starts from, after the strategy (main process)."""

