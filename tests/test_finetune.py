@@ -15,6 +15,7 @@ from transformers import AutoModelForImageClassification
 
 from tests.conftest import REPO, TINY
 from warmstart_hf.config import ConfigError, parse_config
+from warmstart_hf.hub import render_card
 from warmstart_hf.loop import run_experiment
 from warmstart_hf.models import TimmClassifierConfig, TimmImageClassifier
 from warmstart_hf.models.pretrained import head_keys, load_pretrained, pretrained_classifier
@@ -90,7 +91,8 @@ def _assert_equal(a: dict, b: dict, keys) -> None:
 def test_cold_reloads_pretrained_weights_buffers_and_phase0_head_and_warm_continues(
     finetune_recipe, pretrained_dir, phase_starts
 ):
-    run_dir = run_experiment(parse_config(recipe=finetune_recipe))
+    # model_name is not what finetuning trains: the architecture comes from `pretrained`
+    run_dir = run_experiment(parse_config(recipe={**finetune_recipe, "model_name": "resnet18"}))
     pretrained = load_file(pretrained_dir / "model.safetensors")
     backbone = [k for k in pretrained if k.startswith("timm_model.") and k not in HEAD]
     init = load_file(run_dir / "cold-seed0" / "init" / "model.safetensors")
@@ -111,6 +113,8 @@ def test_cold_reloads_pretrained_weights_buffers_and_phase0_head_and_warm_contin
     assert {r["task"] for r in cold + warm} == {"finetune"}
     back = AutoModelForImageClassification.from_pretrained(run_dir / "warm-seed0" / "phase-02")
     assert isinstance(back, TimmImageClassifier) and back.config.num_labels == 10
+    card = str(render_card(run_dir / "cold-seed0", cold, "tester/ft"))
+    assert f"`resnet18_cifar` image classifier finetuned from `{pretrained_dir}`" in card and "task `finetune`" in card
 
 
 def test_cold_head_fresh_draws_a_new_head_per_phase_on_the_same_backbone(finetune_recipe):
@@ -144,6 +148,12 @@ def test_lora_phases_load_back_as_plain_models_with_identical_outputs_and_warm_c
     cold = phase_starts[("cold", 2)]
     assert all(v.abs().sum() == 0 for k, v in cold.items() if "lora_B" in k)  # fresh adapters
     assert [r["start_distance_to_pretrained"] for r in _records(run_dir, "cold-seed0")] == [0.0, 0.0, 0.0]
+    # a run stopped after phase 1 resumes phase 2 from the saved (unmerged) adapters, exactly
+    results = run_dir / "warm-seed0" / "results.jsonl"
+    results.write_text("".join(results.read_text().splitlines(keepends=True)[:2]))
+    phase_starts.clear()
+    run_experiment(parse_config(recipe=recipe))
+    _assert_equal(phase_starts[("warm", 2)], state, state)
 
 
 @pytest.mark.slow
@@ -232,3 +242,51 @@ def _yaml(path: Path) -> dict:
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.slow
+def test_fig3_grid_runs_per_dataset_recipes_and_the_report_pairs_warm_and_cold(finetune_recipe, tmp_path):
+    import yaml
+
+    from warmstart_hf.report.study import write_study_report
+    from warmstart_hf.sweep import load_sweep, run_sweep
+
+    base = tmp_path / "digits_ft.yaml"
+    base.write_text(yaml.safe_dump({**finetune_recipe, "num_phases": 2}))
+    grid = {
+        "name": "fig3_mini",
+        "grid": {
+            "dataset": [{"label": "digits", "recipe": str(base)}],
+            "augmentation": [
+                {"label": "standard", "augmentation": ["random_resized_crop", "flip"]},
+                {"label": "none", "augmentation": []},
+            ],
+        },
+        "strategies": ["warm", "cold"],
+        "seeds": [0, 1],
+    }
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
+    sweep_dir = run_sweep(load_sweep(tmp_path / "grid.yaml"))
+    out = write_study_report([sweep_dir])
+    rows = {row["augmentation"]: row for row in _csv_rows(out / "fig3.csv")}
+    assert set(rows) == {"on", "off"} and (out / "fig3.png").exists()
+    for label, augmentation in (("standard", "on"), ("none", "off")):
+        run = sweep_dir / f"dataset=digits,augmentation={label}"
+        average = {
+            (arm, seed): 100 * sum(r["test_accuracy"] for r in _records(run, f"{arm}-seed{seed}")) / 2
+            for arm in ("warm", "cold")
+            for seed in (0, 1)
+        }
+        gaps = [average[("warm", s)] - average[("cold", s)] for s in (0, 1)]
+        assert float(rows[augmentation]["gap_mean"]) == pytest.approx(sum(gaps) / 2, abs=1e-6)
+        warm_mean = (average[("warm", 0)] + average[("warm", 1)]) / 2
+        assert float(rows[augmentation]["warm_mean"]) == pytest.approx(warm_mean, abs=1e-6)
+        assert rows[augmentation]["dataset"] == "digits" and rows[augmentation]["verdict"]
+    assert "## Fig. 3" in (out / "report.md").read_text()
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with path.open() as handle:
+        return list(csv.DictReader(handle))

@@ -455,6 +455,12 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+def _architecture(arm_dir: Path, run_config: dict) -> str:
+    """The timm architecture the arm trains (a finetuned one comes from ``pretrained``, not ``model_name``)."""
+    saved = arm_dir / "init" / "config.json"
+    return json.loads(saved.read_text())["timm_model"] if saved.exists() else run_config["model"]["model_name"]
+
+
 def render_card(arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str) -> ModelCard:
     """The model card of the arm at the end of ``records[-1]`` (template ``model_cards/phase_model.md``)."""
     arm_dir = Path(arm_dir)
@@ -509,7 +515,10 @@ def render_card(arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str
         branch=phase_branch(phase),
         phase=phase,
         num_phases=summary["num_phases"],
-        model_name=run_config["model"]["model_name"],
+        model_name=_architecture(arm_dir, run_config),
+        task=run_config["incremental"].get("task", "classification"),
+        pretrained=run_config["model"].get("pretrained"),
+        finetune_mode=run_config["model"].get("finetune_mode", "full"),
         training=run_config["training"],
         strategy=strategy,
         **_strategy_description(strategy, run_config.get("strategy", {})),

@@ -14,6 +14,9 @@ A grid file (``recipes/<family>/*.yaml``) names a base recipe and what varies::
     strategies: [warm, cold]
     seeds: [0, 1, 2]
 
+A bundle may name its own base recipe (``{label: cars, recipe: recipes/finetune/cars.yaml}``): an
+axis over datasets whose recipes differ in more than a field (Fig. 3's six finetuning sets).
+
 Every configuration is one run directory holding one arm per strategy and seed; arms of a seed share
 the split and the initial weights (paired). ``sweep.json`` in the sweep directory records the
 configurations, so reports can label and highlight them.
@@ -44,6 +47,7 @@ class Configuration:
     axes: dict[str, str]  # axis -> value label
     fields: dict[str, Any]  # recipe fields set by this point (overrides included)
     standard: bool
+    recipe: str  # the base recipe of this point (the grid's, or one an axis value names)
 
 
 @dataclass
@@ -76,11 +80,12 @@ def load_sweep(path: str | Path) -> Sweep:
     unknown = set(spec) - GRID_KEYS
     if unknown:
         raise ConfigError(f"Unknown grid key(s) {sorted(unknown)} in {str(path)!r}. Fix: use only {sorted(GRID_KEYS)}.")
-    if "recipe" not in spec:
+    grid = spec.get("grid") or {}
+    per_point = any(isinstance(v, dict) and "recipe" in v for values in grid.values() for v in values or [])
+    if "recipe" not in spec and not per_point:
         raise ConfigError(
             f"Grid file {str(path)!r} has no `recipe`. Fix: name the base recipe, e.g. recipe: recipes/digits.yaml."
         )
-    grid = spec.get("grid") or {}
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
         raise ConfigError(f"Grid file {str(path)!r}: `grid` must map each axis to a non-empty list of values.")
     standard = {k: _value_label(v) for k, v in (spec.get("standard") or {}).items()}
@@ -88,31 +93,39 @@ def load_sweep(path: str | Path) -> Sweep:
         if axis not in grid:
             raise ConfigError(f"Grid file {str(path)!r}: `standard` names axis {axis!r}, which is not in `grid`.")
     overrides = spec.get("overrides") or {}
-    base = load_recipe_file(spec["recipe"])
+    configurations = _expand(grid, overrides, standard, spec.get("recipe"), str(path))
+    base = load_recipe_file(configurations[0].recipe)
     strategies = list(spec.get("strategies") or base.get("strategies") or ["warm", "cold"])
     seeds = [int(s) for s in (spec.get("seeds") or [base.get("seed", 0)])]
     name = str(spec.get("name") or Path(path).stem)
-    configurations = []
-    axes = list(grid)
-    for values in itertools.product(*(grid[a] for a in axes)):
-        fields = dict(overrides)
-        labels = {}
-        for axis, value in zip(axes, values):
-            labels[axis] = _value_label(value)
-            if isinstance(value, dict):
-                fields.update({k: v for k, v in value.items() if k != "label"})
-            else:
-                fields[axis] = value
-        label = _slug(",".join(f"{a}={labels[a]}" for a in axes)) or "default"
-        is_standard = bool(standard) and all(labels[a] == v for a, v in standard.items())
-        configurations.append(Configuration(label, labels, fields, is_standard))
-    sweep = Sweep(name, str(spec["recipe"]), configurations, strategies, seeds)
+    sweep = Sweep(name, str(spec.get("recipe") or configurations[0].recipe), configurations, strategies, seeds)
     for configuration in sweep.configurations:  # fail fast: every point must be a valid recipe
         try:
             configuration_config(sweep, configuration, seeds[0])
         except ConfigError as err:
             raise ConfigError(f"Grid point {configuration.label!r} of {str(path)!r}: {err}") from err
     return sweep
+
+
+def _expand(grid: dict, overrides: dict, standard: dict, recipe: str | None, path: str) -> list[Configuration]:
+    """The cartesian product of the axes: one Configuration per point."""
+    configurations = []
+    axes = list(grid)
+    for values in itertools.product(*(grid[a] for a in axes)):
+        fields, labels, base = dict(overrides), {}, recipe
+        for axis, value in zip(axes, values):
+            labels[axis] = _value_label(value)
+            if isinstance(value, dict):
+                base = value.get("recipe", base)
+                fields.update({k: v for k, v in value.items() if k not in ("label", "recipe")})
+            else:
+                fields[axis] = value
+        if base is None:
+            raise ConfigError(f"Grid file {path!r}: point {labels} has no recipe. Fix: set `recipe` for the grid.")
+        label = _slug(",".join(f"{a}={labels[a]}" for a in axes)) or "default"
+        is_standard = bool(standard) and all(labels[a] == v for a, v in standard.items())
+        configurations.append(Configuration(label, labels, fields, is_standard, str(base)))
+    return configurations
 
 
 def configuration_config(sweep: Sweep, configuration: Configuration, seed: int) -> RecipeConfig:
@@ -126,7 +139,7 @@ def sweep_dir(sweep: Sweep) -> Path:
 
 def configuration_recipe(sweep: Sweep, configuration: Configuration) -> dict[str, Any]:
     """The full recipe of one configuration: the base recipe, the grid point, and its run name."""
-    recipe = {**load_recipe_file(sweep.recipe), **configuration.fields}
+    recipe = {**load_recipe_file(configuration.recipe), **configuration.fields}
     recipe.update(run_name=f"{sweep.name}/{configuration.label}", strategies=sweep.strategies)
     return recipe
 
@@ -141,12 +154,19 @@ def write_manifest(sweep: Sweep) -> Path:
         "strategies": sweep.strategies,
         "seeds": sweep.seeds,
         "configurations": [
-            {"label": c.label, "axes": c.axes, "fields": c.fields, "standard": c.standard, "run_dir": c.label}
+            {
+                "label": c.label,
+                "axes": c.axes,
+                "fields": c.fields,
+                "standard": c.standard,
+                "recipe": c.recipe,
+                "run_dir": c.label,
+            }
             for c in sweep.configurations
         ],
     }
     for c in sweep.configurations:
-        header = f"# Sweep {sweep.name}, configuration {c.label} (generated from {sweep.recipe}).\n"
+        header = f"# Sweep {sweep.name}, configuration {c.label} (generated from {c.recipe}).\n"
         body = yaml.safe_dump(configuration_recipe(sweep, c), sort_keys=False)
         atomic_write_text(directory / c.label / "recipe.yaml", header + body)
     atomic_write_json(directory / "sweep.json", manifest)

@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from warmstart_hf.io import atomic_write_text, read_jsonl
+from warmstart_hf.report.finetune import fig3_rows, plot_fig3
 from warmstart_hf.report.statistics import summarize_gap, t_interval
 from warmstart_hf.report.summary import average_test_accuracy, final_test_accuracy, optimizer_policies
 
@@ -35,6 +36,9 @@ class RunInfo:
     axes: dict[str, str] = field(default_factory=dict)
     standard: bool = False
     arms: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    task: str = "classification"
+    dataset: str = ""
+    augmentation: list[str] = field(default_factory=list)
 
     def complete_arms(self, strategy: str) -> dict[int, list[dict[str, Any]]]:
         return {s: r for (name, s), r in self.arms.items() if name == strategy and len(r) == self.num_phases}
@@ -51,6 +55,9 @@ def _run_info(run_dir: Path, label: str, axes: dict | None = None, standard: boo
     incremental = config["incremental"]
     num_phases = incremental["num_phases"] or (len(incremental["phase_fractions"] or []) or 5)
     info = RunInfo(label, run_dir, incremental["scenario"], num_phases, dict(axes or {}), standard)
+    info.task = incremental.get("task", "classification")
+    info.dataset = config["data"]["dataset"]
+    info.augmentation = list(incremental.get("augmentation") or [])
     for results in sorted(run_dir.glob("*/results.jsonl")):
         records = read_jsonl(results)
         if records:
@@ -248,6 +255,23 @@ def plot_fig2(rows: list[dict[str, Any]], path: Path, comparison: str = "warm - 
     plt.close(fig)
 
 
+FIG3_COLUMNS = [
+    "dataset",
+    "augmentation",
+    "seeds",
+    "warm_mean",
+    "warm_ci_low",
+    "warm_ci_high",
+    "cold_mean",
+    "cold_ci_low",
+    "cold_ci_high",
+    "gap_mean",
+    "gap_ci_low",
+    "gap_ci_high",
+    "verdict",
+]
+
+
 def write_study_report(paths: list[str | Path], out_dir: str | Path | None = None, margin: float = 1.0) -> Path:
     """Write Fig. 1 (one per setting), Fig. 2, and the gap and strategy tables; return the folder."""
     runs = discover_runs(paths)
@@ -294,12 +318,22 @@ def write_study_report(paths: list[str | Path], out_dir: str | Path | None = Non
     ]
     atomic_write_text(out / "gaps.csv", _csv(gaps))
     atomic_write_text(out / "strategies.csv", _csv(strategies))
+    fig3 = fig3_rows(runs, margin)
+    if fig3:
+        atomic_write_text(out / "fig3.csv", _csv(fig3))
+        plot_fig3(fig3, out / "fig3.png")
+    fig3_section = [
+        "## Fig. 3: finetuning, average test accuracy over phases\n",
+        "Means over seeds (%) with 95% t-intervals; `gap`: warm - cold paired by seed (points).\n",
+        _markdown(fig3, FIG3_COLUMNS),
+    ]
     text = [
         "# Study report\n",
         f"Runs: {', '.join(str(p) for p in paths)}. Gaps are paired by seed, in accuracy points; intervals are "
         f"95% t-intervals; the verdict uses two one-sided tests at a margin of {margin} point(s).\n",
         "## Gaps against cold\n",
         _markdown(gaps, gap_columns),
+        *(fig3_section if fig3 else []),
         "## Strategies\n",
         "Accuracies in %, means over seeds; `steps` and `train_seconds` are totals over the phases; "
         "`steps_to_reach_cold`: mean first step (phases after the first) at which the arm reaches cold's "
@@ -308,6 +342,7 @@ def write_study_report(paths: list[str | Path], out_dir: str | Path | None = Non
         "## Figures\n",
         *[f"- `{name}`: {group}\n" for name, group in figures],
         "- `fig2.png`: warm - cold, final test accuracy, per configuration\n",
+        *(["- `fig3.png`: finetuning, warm vs cold per dataset, with and without augmentation\n"] if fig3 else []),
     ]
     atomic_write_text(out / "report.md", "\n".join(text))
     return out
