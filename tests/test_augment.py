@@ -90,9 +90,14 @@ def test_random_resized_crop_draws_boxes_as_torchvision_and_resamples_them_exact
     assert area.min() >= 0.079 and area.max() <= 1.0 and ratio.min() > 0.74 and ratio.max() < 1.34
     assert 0.3 < area.median() < 0.6  # the area is uniform over [0.08, 1] among the draws that fit
     assert len(set(zip(top.tolist(), left.tolist()))) > 1000  # one draw per sample
-    images = torch.arange(2 * 3 * 12 * 12, dtype=torch.float32).view(2, 3, 12, 12)
-    window = torch.tensor([[2.0, 3.0, 6.0, 6.0], [0.0, 0.0, 6.0, 6.0]])
-    assert torch.allclose(resample_boxes(images, window, 6)[0], images[0, :, 2:8, 3:9], atol=1e-3)  # scale 1: a slice
+    images = torch.rand(2, 3, 30, 30) * 255
+    boxes = torch.tensor([[2.0, 3.0, 12.0, 9.0], [5.0, 0.0, 20.0, 25.0]])
+    for size in (24, 6):  # enlarged and shrunk: the box cropped, then resized (no pixel from beyond the box)
+        expected = [
+            F.interpolate(images[i : i + 1, :, t : t + h, x : x + w], size=(size, size), mode="bilinear")[0]
+            for i, (t, x, h, w) in enumerate(boxes.int().tolist())
+        ]
+        assert torch.allclose(resample_boxes(images, boxes, size), torch.stack(expected), atol=1e-3)
     out = random_resized_crop(torch.randint(0, 256, (8, 3, 20, 20), dtype=torch.uint8), 16)
     assert out.shape == (8, 3, 16, 16) and out.dtype == torch.uint8
 
@@ -107,3 +112,15 @@ def test_resize_center_crop_is_torchvisions_resize_then_center_crop():
     got = resize_center_crop(images, 28, 0.875)
     assert (got.int() - expected.int()).abs().max() <= 1  # rounding of the interpolated values
     assert torch.equal(resize_center_crop(images, 35, 0.875), images[..., 2:37, 2:37])  # already 40: crop only
+    assert torch.equal(resize_center_crop(images, 37, 0.925), TF.center_crop(images, [37]))  # odd margin: round()
+
+
+def test_random_resized_crop_falls_back_as_torchvision_when_no_draw_fits():
+    from torchvision.transforms import RandomResizedCrop
+
+    from warmstart_hf.data.augment import _crop_boxes
+
+    scale, ratio = (0.9, 1.0), (3 / 4, 4 / 3)  # a 10 x 100 image: no box of >= 90% area has ratio <= 4/3
+    expected = RandomResizedCrop.get_params(torch.zeros(1, 10, 100), list(scale), list(ratio))
+    boxes = _crop_boxes(50, 10, 100, scale, ratio, "cpu")
+    assert {tuple(int(v) for v in box) for box in boxes} == {tuple(expected)}

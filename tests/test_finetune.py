@@ -147,8 +147,16 @@ def test_lora_phases_load_back_as_plain_models_with_identical_outputs_and_warm_c
     _assert_equal(phase_starts[("warm", 2)], state, state)  # warm continues the adapters, unmerged
     cold = phase_starts[("cold", 2)]
     assert all(v.abs().sum() == 0 for k, v in cold.items() if "lora_B" in k)  # fresh adapters
+    pretrained = load_file(Path(recipe["pretrained"]) / "model.safetensors")
+    stats = [k for k in pretrained if k.endswith(("running_mean", "running_var"))]
+    _assert_equal(state, pretrained, stats)  # BatchNorm statistics frozen
     assert [r["start_distance_to_pretrained"] for r in _records(run_dir, "cold-seed0")] == [0.0, 0.0, 0.0]
-    # a run stopped after phase 1 resumes phase 2 from the saved (unmerged) adapters, exactly
+    # a run stopped after phase 1 resumes phase 2 from the saved (unmerged) adapters, exactly; without
+    # them it refuses to guess
+    (run_dir / "warm-seed0" / "phase-01" / LORA_STATE_FILE).rename(run_dir / "lora_state.bak")
+    with pytest.raises(FileNotFoundError, match="LoRA phase continues from its unmerged adapters"):
+        task.load_model(run_dir / "warm-seed0" / "phase-01")
+    (run_dir / "lora_state.bak").rename(run_dir / "warm-seed0" / "phase-01" / LORA_STATE_FILE)
     results = run_dir / "warm-seed0" / "results.jsonl"
     results.write_text("".join(results.read_text().splitlines(keepends=True)[:2]))
     phase_starts.clear()
@@ -166,6 +174,26 @@ def test_linear_mode_trains_the_head_only_with_frozen_batchnorm_statistics(finet
     assert not torch.equal(final["timm_model.fc.weight"], init["timm_model.fc.weight"])
 
 
+def test_lora_targets_exactly_the_modules_the_regex_names(finetune_recipe):
+    task = Finetune(parse_config(recipe={**finetune_recipe, "finetune_mode": "lora", "lora_target_modules": "conv1"}))
+    model = task.initial_model(task.prepare(), 0)
+    adapted = {k.split(".lora_A")[0] for k in model.state_dict() if ".lora_A." in k}
+    assert adapted == {"timm_model.conv1"}  # not layerN.M.conv1
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"timm_model.conv1.lora_A.default.weight", "timm_model.conv1.lora_B.default.weight", *HEAD}
+
+
+def test_options_finetuning_replaces_are_refused(finetune_recipe):
+    for extra, field in (
+        ({"init_from": "./x"}, "init_from"),
+        ({"image_mean": [0.5]}, "image_mean"),
+        ({"cold_head": "fresh", "cold_init": "same"}, "cold_head"),
+        ({"finetune_mode": "lora", "fsdp": "full_shard"}, "finetune_mode"),
+    ):
+        with pytest.raises(ConfigError, match=f"`{field}`"):
+            parse_config(recipe={**finetune_recipe, **extra})
+
+
 def test_timm_layout_loads_backbone_without_head_and_pickles_are_refused(tmp_path):
     network = timm.create_model("test_resnet", num_classes=5)
     timm.models._hub.save_for_hf(network, tmp_path / "timm", safe_serialization=True)
@@ -180,7 +208,7 @@ def test_timm_layout_loads_backbone_without_head_and_pickles_are_refused(tmp_pat
         load_pretrained(str(tmp_path / "pickled"))
 
 
-def test_pretrained_from_the_local_hub_and_offline_absent_fails_naming_the_fix(hub, tmp_path, pretrained_dir):
+def test_pretrained_from_a_hub_revision_through_the_real_client(hub, tmp_path, pretrained_dir):
     from huggingface_hub import HfApi
 
     repo = hub.repo("pre")

@@ -31,7 +31,7 @@ def toy_task(monkeypatch):
 def test_every_recipe_names_a_known_task_and_bad_pairings_fail(tiny_recipe, toy_task):
     assert parse_config(recipe=tiny_recipe).incremental.task == "classification"
     with pytest.raises(
-        ConfigError, match=r"`task` has value 'segmentation'.*known tasks are \['classification', 'toy'\]"
+        ConfigError, match=r"`task` has value 'segmentation'.*known tasks are \['classification', 'finetune', 'toy'\]"
     ):
         parse_config(recipe={**tiny_recipe, "task": "segmentation"})
     with pytest.raises(ConfigError) as info:  # cold declares classification only

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from warmstart_hf.config import RecipeConfig, parse_config
-from warmstart_hf.data import build_augmentation
 from warmstart_hf.loop import run_experiment
 from warmstart_hf.tasks import create_task
 
@@ -46,8 +45,7 @@ def plain_loop_images_per_second(config: RecipeConfig, epochs: int = 2) -> float
     labels = torch.as_tensor(np.asarray(train["labels"][:])).to(device)
     model = task.initial_model(data, config.training.seed).to(device).train()
     optimizer = _optimizer(config, model)
-    inc = config.incremental
-    augment = build_augmentation(inc.augmentation, crop_padding=inc.crop_padding, rotation_degrees=inc.rotation_degrees)
+    augment = task.augmentation(data)  # the task's training transform (crop + flip, RandomResizedCrop, ...)
     batch = config.training.per_device_train_batch_size
     seen, started = 0, None
     for epoch in range(epochs + 1):  # epoch 0 warms up (allocations, kernels)

@@ -84,8 +84,9 @@ def _crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], ratio: tuple
 
 def resample_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Each sample's box (top, left, height, width) resized to ``size`` x ``size``, bilinear, in one
-    ``grid_sample`` over the batch. Without antialiasing: the recipes store images at about
-    crop_size / 0.875, so a crop is never shrunk by more than that factor."""
+    ``grid_sample`` over the batch: the same values as cropping the box and resizing it with
+    ``F.interpolate(mode="bilinear", align_corners=False)``. Without antialiasing: the recipes store
+    images at about crop_size / 0.875, so a crop is never shrunk by more than that factor."""
     b, _, h, w = images.shape
     top, left, ch, cw = boxes.float().unbind(1)
     zeros = torch.zeros_like(top)
@@ -97,6 +98,11 @@ def resample_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torc
         1,
     )
     grid = F.affine_grid(theta, [b, images.shape[1], size, size], align_corners=False)
+    # Clamp to the box's outer pixel centres: an enlarged crop repeats its edge pixels, as cropping first
+    # and then resizing does, instead of blending in the pixels beyond the box.
+    low = torch.stack([(2 * left + 1) / w - 1, (2 * top + 1) / h - 1], 1)[:, None, None, :]
+    high = torch.stack([(2 * (left + cw) - 1) / w - 1, (2 * (top + ch) - 1) / h - 1], 1)[:, None, None, :]
+    grid = torch.maximum(torch.minimum(grid, high), low)
     out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out if images.is_floating_point() else out.round().clamp(0, 255).to(images.dtype)
 
@@ -108,13 +114,14 @@ def random_resized_crop(images: torch.Tensor, size: int, scale=(0.08, 1.0), rati
 
 
 def resize_center_crop(images: torch.Tensor, size: int, crop_pct: float = 0.875) -> torch.Tensor:
-    """The evaluation view: resize to ``round(size / crop_pct)`` (antialiased bilinear, as torchvision's
+    """The evaluation view: resize to ``floor(size / crop_pct)`` (antialiased bilinear, as torchvision's
     Resize on tensors) and keep the centre ``size`` x ``size`` (Resize(256) + CenterCrop(224))."""
-    resized = round(size / crop_pct)
+    resized = math.floor(size / crop_pct + 1e-6)  # timm's scale size (the epsilon absorbs 16 / 0.8 = 19.99..)
     if images.shape[-1] != resized or images.shape[-2] != resized:
         out = F.interpolate(images.float(), size=(resized, resized), mode="bilinear", antialias=True)
         images = out if images.is_floating_point() else out.round().clamp(0, 255).to(images.dtype)
-    top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
+    top = int(round((images.shape[-2] - size) / 2.0))  # torchvision's CenterCrop offsets
+    left = int(round((images.shape[-1] - size) / 2.0))
     return images[..., top : top + size, left : left + size]
 
 

@@ -52,7 +52,9 @@ def add_lora(model: TimmImageClassifier, rank: int, alpha: float, pattern: str |
         raise ValueError(f"lora_target_modules {pattern!r} matches no Conv2d or Linear of {model.config.timm_model}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets), model.timm_model)
+        # as one regex (peft full-matches a string; a list would also match every name ending in ".<target>")
+        pattern = "|".join(map(re.escape, targets))
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=pattern), model.timm_model)
     trainable = set(head_names(model))
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(LORA_MARK in name or name in trainable)

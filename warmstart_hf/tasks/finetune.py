@@ -85,12 +85,17 @@ class Finetune(Classification):
         return self._build(data, seed, None if self.config.model.cold_head == "same" else phase)
 
     def load_model(self, directory: Path) -> nn.Module:
-        model = TimmImageClassifier.from_pretrained(directory)
-        if (directory / LORA_STATE_FILE).exists():  # rebuild the adapters, then every tensor as saved
-            model = self._apply_mode(model, 0)
-            model.load_state_dict(load_file(str(directory / LORA_STATE_FILE)), strict=True)
+        model = self._apply_mode(TimmImageClassifier.from_pretrained(directory), 0)
+        if self.config.model.finetune_mode != "lora":
             return model
-        return self._apply_mode(model, 0)
+        state = directory / LORA_STATE_FILE
+        if not state.exists():  # the merged model alone would continue another parameterisation
+            raise FileNotFoundError(
+                f"{state} is missing: a LoRA phase continues from its unmerged adapters. Delete the phase's line "
+                "from results.jsonl (and the phase directory) to train that phase again."
+            )
+        model.load_state_dict(load_file(str(state)), strict=True)  # adapters rebuilt, then every tensor as saved
+        return model
 
     def save_initial_model(self, model: nn.Module, directory: Path) -> None:
         save_pretrained_atomic(merged_copy(model), directory)
@@ -137,6 +142,28 @@ def distance_to_pretrained(model: TimmImageClassifier, weights: PretrainedWeight
     return float(squared.sqrt())
 
 
+def _check_finetune_options(config: RecipeConfig) -> None:
+    """Options that finetuning replaces or cannot serve fail rather than being ignored."""
+    m, s, tr = config.model, config.strategy, config.training
+    replaced = {"init_from": m.init_from, "image_mean": m.image_mean, "image_std": m.image_std}
+    for name, value in replaced.items():
+        if value is not None:
+            raise ConfigError(
+                f"Recipe field `{name}` has value {value!r}, but task finetune takes the starting weights and the "
+                f"normalisation from `pretrained`. Fix: remove `{name}`."
+            )
+    if s.cold_init == "same" and m.cold_head == "fresh":
+        raise ConfigError(
+            "Recipe field `cold_head` has value 'fresh', but `cold_init: same` restores phase 0's start, head "
+            "included. Fix: use cold_init: fresh (the default) with cold_head: fresh."
+        )
+    if m.finetune_mode == "lora" and tr.fsdp:
+        raise ConfigError(
+            f"Recipe field `finetune_mode` has value 'lora', but `fsdp` is {tr.fsdp!r}: the merged phase model is "
+            "built on the main process from the unsharded model. Fix: use DDP (no fsdp) for LoRA."
+        )
+
+
 @register_recipe_check
 def check_finetune(config: RecipeConfig) -> None:
     """Recipe check: ``pretrained`` goes with task finetune (and only with it); random_resized_crop
@@ -152,6 +179,8 @@ def check_finetune(config: RecipeConfig) -> None:
             f"Recipe field `pretrained` has value {m.pretrained!r}, but task is {inc.task!r}. Fix: set task: "
             "finetune, or use `init_from` to start a from-scratch classification run from saved weights."
         )
+    if inc.task == "finetune":
+        _check_finetune_options(config)
     if "random_resized_crop" in inc.augmentation and (
         inc.task != "finetune" or inc.augmentation[0] != "random_resized_crop"
     ):
