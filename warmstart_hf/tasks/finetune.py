@@ -22,8 +22,6 @@ from torch import nn
 
 from warmstart_hf.checkpoints import save_pretrained_atomic
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
-from warmstart_hf.data import build_augmentation
-from warmstart_hf.data.augment import resize_center_crop
 from warmstart_hf.models import TimmImageClassifier
 from warmstart_hf.models.adapters import add_lora, freeze_backbone, has_lora, head_names, merged_copy
 from warmstart_hf.models.pretrained import PretrainedWeights, finetune_config, load_pretrained, pretrained_classifier
@@ -31,6 +29,7 @@ from warmstart_hf.seeding import derive_seed
 from warmstart_hf.tasks.base import TaskData
 from warmstart_hf.tasks.classification import Classification
 from warmstart_hf.tasks.registry import register_task
+from warmstart_hf.tasks.views import evaluation_view, training_view
 
 LORA_STATE_FILE = "lora_state.safetensors"  # adapters + base + buffers, unmerged: what a warm phase continues
 
@@ -110,19 +109,10 @@ class Finetune(Classification):
             save_file(tensors, str(directory / LORA_STATE_FILE))
 
     def eval_transform(self, data: FinetuneData):
-        crop, pct = data.crop_size, self.config.incremental.eval_crop_pct
-        return lambda images: resize_center_crop(images, crop, pct)
+        return evaluation_view(self.config, data.crop_size)
 
     def augmentation(self, data: FinetuneData):
-        """random_resized_crop to crop_size (+ the rest of the list); without it, the evaluation view
-        first, so that every training batch has the model's input size."""
-        inc = self.config.incremental
-        options = {"crop_size": data.crop_size, "crop_scale": inc.crop_scale, "crop_padding": inc.crop_padding}
-        augment = build_augmentation(inc.augmentation, rotation_degrees=inc.rotation_degrees, **options)
-        if "random_resized_crop" in inc.augmentation:
-            return augment
-        view = self.eval_transform(data)
-        return view if augment is None else (lambda images: augment(view(images)))
+        return training_view(self.config, data.crop_size)
 
     def start_record(self, model: nn.Module, data: FinetuneData, phase: int) -> dict[str, Any]:
         return {"start_distance_to_pretrained": distance_to_pretrained(model, data.pretrained)}
