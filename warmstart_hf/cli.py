@@ -172,6 +172,27 @@ def main_report(argv: list[str]) -> int:
     return 0
 
 
+def main_evaluate_pretraining(argv: list[str]) -> int:
+    """``evaluate_pretraining.py RUN_DIR RECIPE [RECIPE ...]`` (warmstart_hf/downstream.py)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="evaluate_pretraining.py", description=main_evaluate_pretraining.__doc__)
+    parser.add_argument("run_dir", help="a finished mae_pretrain run directory (with alignment.json)")
+    parser.add_argument("recipes", nargs="+", help="downstream recipes (task linear_probe)")
+    args = parser.parse_args(argv)
+
+    def evaluate() -> int:
+        from warmstart_hf.downstream import evaluate_run
+
+        _quiet_library_progress_bars()
+        out = evaluate_run(args.run_dir, args.recipes)
+        print((out / "downstream.md").read_text())
+        print(f"Downstream results in {out}")
+        return 0
+
+    return _guarded(evaluate)
+
+
 def main_push(argv: list[str]) -> int:
     """scripts/push_to_hub.py: push the phases of a run that are not on the Hub yet (hub.json)."""
     import argparse

@@ -116,6 +116,27 @@ class ModelArguments:
             "pretrained weights: phase 0's seeded draw every phase (same, the paper's cold) or a new draw per phase."
         },
     )
+    patch_size: int = field(default=16, metadata={"help": "task mae_pretrain: ViT patch size (ViT-B/16: 16)."})
+    mae_hidden_size: int = field(default=768, metadata={"help": "task mae_pretrain: encoder width (ViT-B: 768)."})
+    mae_layers: int = field(default=12, metadata={"help": "task mae_pretrain: encoder blocks (ViT-B: 12)."})
+    mae_heads: int = field(default=12, metadata={"help": "task mae_pretrain: encoder attention heads (ViT-B: 12)."})
+    mae_decoder_hidden_size: int = field(default=512, metadata={"help": "task mae_pretrain: decoder width (MAE: 512)."})
+    mae_decoder_layers: int = field(default=8, metadata={"help": "task mae_pretrain: decoder blocks (MAE: 8)."})
+    mae_decoder_heads: int = field(default=16, metadata={"help": "task mae_pretrain: decoder heads (MAE: 16)."})
+    mask_ratio: float = field(
+        default=0.75, metadata={"help": "task mae_pretrain: fraction of patches masked (MAE: 0.75)."}
+    )
+    mae_layer_norm_eps: float = field(
+        default=1e-6,
+        metadata={"help": "task mae_pretrain: LayerNorm eps (reference MAE 1e-6; transformers' default 1e-12)."},
+    )
+    mae_init: Literal["reference", "hf"] = field(
+        default="reference",
+        metadata={
+            "help": "task mae_pretrain: the reference code's initialisation (Xavier-uniform linears, N(0, 0.02) class "
+            "and mask tokens) or transformers' (N(0, 0.02) linears, zero mask token)."
+        },
+    )
     lora_rank: int = field(default=8, metadata={"help": "finetune_mode lora: rank r of every adapter."})
     lora_alpha: float = field(default=16.0, metadata={"help": "finetune_mode lora: scaling alpha (alpha / r)."})
     lora_target_modules: str | None = field(
@@ -239,6 +260,30 @@ class IncrementalArguments:
     )
     track_test_curve: bool = field(
         default=False, metadata={"help": "Evaluate test accuracy after every epoch (curves, steps-to-reach)."}
+    )
+    base_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Set learning_rate to base_learning_rate x effective batch / 256 (the MAE rule; effective batch = "
+            "per-device batch x processes x accumulation steps), resolved when the recipe is parsed."
+        },
+    )
+    probe_examples: int = field(
+        default=256, metadata={"help": "task mae_pretrain: size of the fixed probe sample of the test split."}
+    )
+    probe_every_steps: int = field(
+        default=0,
+        metadata={
+            "help": "task mae_pretrain: measure the probe loss and keep a snapshot every N optimizer steps (0: only "
+            "at the end of each phase); the snapshots are the candidates for loss alignment."
+        },
+    )
+    alignment_direction: Literal["warm_to_cold", "cold_to_warm"] = field(
+        default="warm_to_cold",
+        metadata={"help": "task mae_pretrain: which arm's snapshot is chosen to match the other's end-of-phase loss."},
+    )
+    alignment_tolerance: float = field(
+        default=0.01, metadata={"help": "task mae_pretrain: a phase whose aligned losses differ by more is flagged."}
     )
 
 
@@ -560,7 +605,16 @@ def parse_config(argv: list[str] | None = None, recipe: dict[str, Any] | None = 
     if (recipe or {}).get("run_name") is None and "run_name" not in cli_keys:
         config.training.run_name = Path(recipe_path).stem if recipe_path else "run"
     validate_config(config)
+    _scale_learning_rate(config)
     return config
+
+
+def _scale_learning_rate(config: RecipeConfig) -> None:
+    """``base_learning_rate`` x effective batch / 256 becomes ``learning_rate`` (the MAE rule)."""
+    base, tr = config.incremental.base_learning_rate, config.training
+    if base is not None:
+        effective = tr.per_device_train_batch_size * tr.world_size * tr.gradient_accumulation_steps
+        tr.learning_rate = base * effective / 256
 
 
 def _fail(name: str, value: Any, allowed: str) -> ConfigError:
@@ -639,6 +693,20 @@ def _check_data_and_model(config: RecipeConfig) -> None:
         raise _fail("crop_scale", low_high, "give two fractions 0 < low <= high <= 1, e.g. [0.08, 1.0]")
     if m.lora_rank < 1:
         raise _fail("lora_rank", m.lora_rank, "it must be at least 1")
+    if not 0 < m.mask_ratio < 1:
+        raise _fail("mask_ratio", m.mask_ratio, "it must be in (0, 1)")
+    for name in ("probe_examples", "patch_size", "mae_hidden_size", "mae_layers", "mae_heads"):
+        source = inc if hasattr(inc, name) else m
+        if getattr(source, name) < 1:
+            raise _fail(name, getattr(source, name), "it must be at least 1")
+    if inc.probe_every_steps < 0 or inc.alignment_tolerance <= 0:
+        raise _fail(
+            "probe_every_steps / alignment_tolerance",
+            (inc.probe_every_steps, inc.alignment_tolerance),
+            "probe_every_steps must be >= 0 and alignment_tolerance > 0",
+        )
+    if inc.base_learning_rate is not None and inc.base_learning_rate <= 0:
+        raise _fail("base_learning_rate", inc.base_learning_rate, "it must be positive")
 
 
 def _check_training(config: RecipeConfig) -> None:

@@ -55,7 +55,6 @@ from warmstart_hf.graceful_stop import STOP
 from warmstart_hf.hub import push_finished_phases
 from warmstart_hf.io import append_jsonl_atomic, atomic_write_json, atomic_write_text, read_jsonl
 from warmstart_hf.optimizer_state import load_optimizer_state, save_optimizer_state
-from warmstart_hf.report import write_run_summary
 from warmstart_hf.run_lock import locked_arms
 from warmstart_hf.seeding import derive_seed
 from warmstart_hf.strategies import PhaseContext, PhaseStart, Strategy, create_strategy, mixed_optimizer_policies
@@ -133,7 +132,7 @@ def _run_arms(config: RecipeConfig, task: Task, data: TaskData) -> None:
         STOP.raise_if_requested(f"before arm {name}")
         run_arm(_Arm(config, task, create_strategy(name, config.strategy), data))
     if is_main:
-        table = write_run_summary(config.run_dir)
+        table = task.write_summary(config.run_dir)
         print(table)
 
 
@@ -280,6 +279,8 @@ def _phase_trainer(arm: _Arm, phase: int, phase_dir: Path, train, model, start: 
     if inc.stop_rule == "early_stopping" and inc.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=inc.early_stopping_patience))
     continued = inc.lr_schedule_across_phases == "continue"
+    options = arm.task.trainer_options(arm.data, phase)
+    callbacks += options.pop("callbacks", [])
     trainer = PhaseTrainer(
         model=model,
         args=_phase_training_args(arm.config, arm.task, phase_dir, phase),
@@ -293,7 +294,7 @@ def _phase_trainer(arm: _Arm, phase: int, phase_dir: Path, train, model, start: 
         initial_optimizer_state=optimizer_state,
         regularizer=start.regularizer,
         callbacks=callbacks,
-        **arm.task.trainer_options(arm.data, phase),
+        **options,
     )
     trainer.remove_callback(PrinterCallback)
     if arm.bar is not None:

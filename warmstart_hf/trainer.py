@@ -50,6 +50,7 @@ class PhaseTrainer(Trainer):
         warmup_epochs: float = 0.0,
         epoch_offset: float = 0.0,
         loss_classes: list[int] | None = None,
+        optimizer_factory: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -68,6 +69,7 @@ class PhaseTrainer(Trainer):
         self.warmup_epochs = warmup_epochs
         self.epoch_offset = epoch_offset  # epochs of earlier phases, for a schedule continued across phases
         self.loss_classes = loss_classes  # train on logits masked to these classes (Dohare et al.)
+        self.optimizer_factory = optimizer_factory  # a task's own optimizer (the MAE probe's LARS)
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
         self.add_callback(_EpochTrainAccuracy(self))
@@ -134,6 +136,8 @@ class PhaseTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         fresh = self.optimizer is None
+        if fresh and self.optimizer_factory is not None:
+            self.optimizer = self.optimizer_factory(self.model)
         optimizer = super().create_optimizer(model)
         if fresh and self.initial_optimizer_state is not None:
             # A resumed phase then loads its own checkpoint's optimizer on top of this.
@@ -151,7 +155,7 @@ class PhaseTrainer(Trainer):
         broadcast_module(self.model)  # every rank ends with rank 0's BatchNorm statistics (the saved model)
         return output
 
-    def epoch_train_accuracy(self) -> float:
+    def epoch_train_accuracy(self) -> float | None:
         """The running training accuracy of the epoch that just ended (all processes), then reset.
 
         Measured on the batches as trained (augmented), as the stop rules of Ash & Adams and DASH do."""
@@ -159,7 +163,7 @@ class PhaseTrainer(Trainer):
         counts = self.accelerator.reduce(counts, reduction="sum")
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
-        return float(counts[0]) / max(float(counts[1]), 1.0)
+        return float(counts[0]) / float(counts[1]) if counts[1] else None  # None: no labelled batch (pretraining)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         custom = self.lr_milestones or self.warmup_epochs > 0 or self.epoch_offset > 0
@@ -218,6 +222,8 @@ class _EpochTrainAccuracy(TrainerCallback):
         if STOP.agreed and not stopped_at_epoch_end(state):
             return control  # stopped mid-epoch by a signal: the epoch goes on when the run resumes
         accuracy = self.trainer.epoch_train_accuracy()
+        if accuracy is None:
+            return control
         state.log_history.append({"epoch": state.epoch, "step": state.global_step, "train_accuracy_running": accuracy})
         threshold = self.trainer.stop_train_accuracy
         if threshold is not None and accuracy >= threshold:

@@ -20,6 +20,7 @@ from torch import nn
 from warmstart_hf.checkpoints import save_pretrained_atomic
 from warmstart_hf.config import RecipeConfig
 from warmstart_hf.data.phases import PhasePlan
+from warmstart_hf.report import write_run_summary
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Task:
 
     name: str = ""
     best_metric: str = ""  # the per-epoch metric early stopping keeps the best of
+    crops: bool = False  # stored images are cropped to crop_size on the device (random_resized_crop allowed)
 
     def __init__(self, config: RecipeConfig):
         self.config = config
@@ -74,6 +76,10 @@ class Task:
     def save_phase_model(self, trainer, directory: Path) -> None:
         """The phase's final model as a plain model directory; every process calls it (FSDP gathers)."""
         trainer.save_model(str(directory))
+
+    def write_summary(self, run_dir: Path) -> str:
+        """The run's summary files (main process, after every arm); returns the table to print."""
+        return write_run_summary(run_dir)
 
     def start_record(self, model: nn.Module, data: TaskData, phase: int) -> dict[str, Any]:
         """Record fields measured on the model a phase starts from (every process; cheap)."""

@@ -28,9 +28,10 @@ from warmstart_hf.models.pretrained import PretrainedWeights, finetune_config, l
 from warmstart_hf.seeding import derive_seed
 from warmstart_hf.tasks.base import TaskData
 from warmstart_hf.tasks.classification import Classification
-from warmstart_hf.tasks.registry import register_task
+from warmstart_hf.tasks.registry import TASKS, register_task
 from warmstart_hf.tasks.views import evaluation_view, training_view
 
+PRETRAINED_TASKS = ("finetune", "linear_probe")  # the tasks that start from `pretrained`
 LORA_STATE_FILE = "lora_state.safetensors"  # adapters + base + buffers, unmerged: what a warm phase continues
 
 
@@ -44,6 +45,8 @@ class FinetuneData(TaskData):
 class Finetune(Classification):
     """A pretrained timm network finetuned phase after phase (full, LoRA or linear); accuracy as the
     classification task's; ``start_distance_to_pretrained`` in every record."""
+
+    crops = True
 
     def prepare(self) -> FinetuneData:
         weights = load_pretrained(self.config.model.pretrained)  # fails fast, before any decoding
@@ -159,22 +162,23 @@ def check_finetune(config: RecipeConfig) -> None:
     """Recipe check: ``pretrained`` goes with task finetune (and only with it); random_resized_crop
     needs the finetune pipeline and comes first."""
     m, inc = config.model, config.incremental
-    if inc.task == "finetune" and not m.pretrained:
+    needs = inc.task in PRETRAINED_TASKS
+    if needs and not m.pretrained:
         raise ConfigError(
-            "Recipe field `pretrained` is unset, but task finetune needs it. Fix: set `pretrained` (e.g. "
-            "timm/resnet18.tv_in1k or a phase directory), or use task classification."
+            f"Recipe field `pretrained` is unset, but task {inc.task} needs it. Fix: set `pretrained` (e.g. "
+            "timm/resnet18.tv_in1k, or a phase directory), or use task classification."
         )
-    if inc.task != "finetune" and m.pretrained:
+    if not needs and m.pretrained:
         raise ConfigError(
             f"Recipe field `pretrained` has value {m.pretrained!r}, but task is {inc.task!r}. Fix: set task: "
-            "finetune, or use `init_from` to start a from-scratch classification run from saved weights."
+            "finetune (or linear_probe), or use `init_from` to start a from-scratch run from saved weights."
         )
     if inc.task == "finetune":
         _check_finetune_options(config)
-    if "random_resized_crop" in inc.augmentation and (
-        inc.task != "finetune" or inc.augmentation[0] != "random_resized_crop"
-    ):
+    crops = inc.task in TASKS and TASKS[inc.task].crops
+    if "random_resized_crop" in inc.augmentation and (not crops or inc.augmentation[0] != "random_resized_crop"):
         raise ConfigError(
-            f"Recipe field `augmentation` has value {inc.augmentation!r}; random_resized_crop belongs to task "
-            "finetune and must come first (it sets the input size). Fix: reorder or remove it."
+            f"Recipe field `augmentation` has value {inc.augmentation!r}; random_resized_crop belongs to the tasks "
+            "that crop (finetune, mae_pretrain, linear_probe) and must come first (it sets the input size). Fix: "
+            "reorder or remove it."
         )

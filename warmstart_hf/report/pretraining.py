@@ -1,0 +1,123 @@
+"""The summary of a pretraining run (task mae_pretrain): probe losses per strategy, loss-aligned
+checkpoints (``alignment.json``) and Fig. 4 (loss curves across phases; the probe-loss difference
+of the end-of-phase and of the aligned checkpoints)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from warmstart_hf.io import atomic_write_text
+from warmstart_hf.report.alignment import DIRECTIONS, write_alignment
+from warmstart_hf.report.summary import load_run_results, optimizer_policies
+
+
+def pretraining_rows(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per strategy: seed means of the final and the mean-over-phases probe loss, and the
+    gap to cold paired by seed."""
+    by_strategy: dict[str, dict[int, list[dict]]] = defaultdict(dict)
+    for records in arms.values():
+        by_strategy[records[0]["strategy"]][records[0]["seed"]] = records
+    cold = by_strategy.get("cold", {})
+    rows = []
+    for strategy, seeds in sorted(by_strategy.items()):
+        final = {s: r[-1]["probe_loss"] for s, r in seeds.items()}
+        gaps = [final[s] - cold[s][-1]["probe_loss"] for s in seeds if s in cold and len(cold[s]) == len(seeds[s])]
+        rows.append(
+            {
+                "strategy": strategy,
+                "optimizer_state": optimizer_policies(seeds.values()),
+                "seeds": len(seeds),
+                "phases_done": min(len(r) for r in seeds.values()),
+                "final_probe_loss": float(np.mean(list(final.values()))),
+                "mean_probe_loss": float(np.mean([np.mean([p["probe_loss"] for p in r]) for r in seeds.values()])),
+                "gap_vs_cold_final": float(np.mean(gaps)) if gaps and strategy != "cold" else None,
+            }
+        )
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| strategy | optimizer state | seeds | phases | final probe loss | mean probe loss | gap vs cold, final |"
+    ]
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in rows:
+        gap = "-" if r["gap_vs_cold_final"] is None else f"{r['gap_vs_cold_final']:+.4f}"
+        lines.append(
+            f"| {r['strategy']} | {r['optimizer_state']} | {r['seeds']} | {r['phases_done']} | "
+            f"{r['final_probe_loss']:.4f} | {r['mean_probe_loss']:.4f} | {gap} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_pretraining_summary(run_dir: str | Path) -> str:
+    """summary.md/csv; with warm and cold arms also alignment.json and fig4.png. Returns the table."""
+    run_dir = Path(run_dir)
+    arms = load_run_results(run_dir)
+    rows = pretraining_rows(arms)
+    table = _table(rows)
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(run_dir / "summary.csv", buffer.getvalue())
+    text = f"# {run_dir.name}\n\nProbe loss: the pretraining loss on a fixed probe set with fixed masks.\n\n{table}"
+    strategies = {records[0]["strategy"] for records in arms.values()}
+    if {"warm", "cold"} <= strategies:
+        inc = yaml.safe_load((run_dir / "config.yaml").read_text())["incremental"]
+        direction, tolerance = inc.get("alignment_direction", "warm_to_cold"), inc.get("alignment_tolerance", 0.01)
+        alignment = json.loads(write_alignment(run_dir, direction, tolerance).read_text())
+        plot_fig4(arms, alignment, run_dir / "fig4.png")
+        flagged = {seed: a["flagged"] for seed, a in alignment["seeds"].items() if a["flagged"]}
+        text += f"\nAligned checkpoints ({direction}, tolerance {tolerance}): alignment.json; fig4.png. "
+        text += f"Phases with no pair within tolerance: {flagged or 'none'}.\n"
+    atomic_write_text(run_dir / "summary.md", text)
+    return table
+
+
+def plot_fig4(arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any], path: Path) -> None:
+    """Left: each arm's probe loss over the steps of all phases (phases laid end to end). Right: per
+    phase, warm - cold probe loss at the end of the phase and between the aligned checkpoints."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    colors = {"warm": "tab:orange", "cold": "tab:blue"}
+    for name, records in sorted(arms.items()):
+        strategy, offset, xs, ys = records[0]["strategy"], 0, [], []
+        for record in records:
+            xs += [offset + p["step"] for p in record["probe_curve"]]
+            ys += [p["probe_loss"] for p in record["probe_curve"]]
+            offset += record["steps"]
+        left.plot(xs, ys, color=colors.get(strategy), alpha=0.8, label=name)
+    left.set_xlabel("optimizer step (phases end to end)")
+    left.set_ylabel("probe loss")
+    left.legend(fontsize="small")
+    sign = 1.0 if DIRECTIONS[alignment["direction"]][0] == "warm" else -1.0  # report warm - cold
+    phases = [p["phase"] for seed in alignment["seeds"].values() for p in seed["phases"]]
+    for key, label, shift in (("end_of_phase_gap", "end of phase", -0.2), ("gap", "aligned", 0.2)):
+        by_phase = defaultdict(list)
+        for seed in alignment["seeds"].values():
+            for p in seed["phases"]:
+                by_phase[p["phase"]].append(sign * p[key])
+        right.bar(
+            [p + shift for p in sorted(by_phase)], [np.mean(by_phase[p]) for p in sorted(by_phase)], 0.4, label=label
+        )
+    right.axhline(0, color="black", lw=0.8)
+    right.set_xticks(sorted(set(phases)))
+    right.set_xlabel("phase")
+    right.set_ylabel("warm - cold probe loss")
+    right.legend(fontsize="small")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

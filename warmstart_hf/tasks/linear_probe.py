@@ -1,0 +1,113 @@
+"""Linear probing of a pretrained MAE encoder on a labelled set (the target study's Fig. 5, left):
+the encoder from ``pretrained`` (a phase or snapshot directory of an ``mae_pretrain`` run, or a Hub
+revision of one), frozen; a BatchNorm without affine parameters and a linear head trained with LARS
+(``warmstart_hf/models/probe.py``). One phase evaluates one checkpoint; ``scripts/evaluate_pretraining.py``
+runs it for every checkpoint of a pretraining run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import ViTMAEForPreTraining
+
+from warmstart_hf.config import ConfigError
+from warmstart_hf.metrics.diagnostics import weight_diagnostics
+from warmstart_hf.models.pretrained import WEIGHTS_FILE, resolve_pretrained
+from warmstart_hf.models.probe import MaeLinearProbe, MaeProbeConfig, lars_optimizer
+from warmstart_hf.seeding import derive_seed
+from warmstart_hf.tasks.base import TaskData
+from warmstart_hf.tasks.classification import Classification
+from warmstart_hf.tasks.registry import register_task
+from warmstart_hf.tasks.views import evaluation_view, training_view
+
+
+@dataclass
+class ProbeData(TaskData):
+    encoder_state: dict[str, torch.Tensor] | None = None
+    crop_size: int = 224
+
+
+def load_mae_encoder(value: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The ViTMAE config and its encoder tensors (``vit.*``, as the model names them in memory) from a
+    pretraining directory; transformers maps the saved key names (safetensors only)."""
+    folder = resolve_pretrained(value)
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    if config.get("model_type") != "vit_mae" or not (folder / WEIGHTS_FILE).exists():
+        raise ConfigError(
+            f"Recipe field `pretrained` has value {value!r}, which holds no ViTMAE model (config.json with "
+            "model_type vit_mae and model.safetensors). Fix: point it at a phase or snapshot directory of an "
+            "mae_pretrain run."
+        )
+    model = ViTMAEForPreTraining.from_pretrained(folder, use_safetensors=True)
+    return model.config.to_dict(), {f"vit.{k}": v for k, v in model.vit.state_dict().items()}
+
+
+@register_task("linear_probe")
+class LinearProbe(Classification):
+    """A frozen MAE encoder's class token, BatchNorm (no affine) + linear head, LARS."""
+
+    crops = True
+
+    def prepare(self) -> ProbeData:
+        encoder, state = load_mae_encoder(self.config.model.pretrained)  # fails fast, before decoding
+        source, plan = self._source_and_plan()
+        train, test, validation = self._decode(source)
+        names = source["train"].features["label"].names
+        crop = encoder["image_size"]
+        if encoder["num_channels"] != self.config.data.num_channels or crop > self.config.data.image_size:
+            raise ConfigError(
+                f"Recipe fields `num_channels` / `image_size` have values {self.config.data.num_channels} / "
+                f"{self.config.data.image_size}, but the encoder takes {encoder['num_channels']} channels at "
+                f"{crop} px. Fix: match num_channels, and store images at least that large."
+            )
+        config = MaeProbeConfig(
+            encoder=encoder,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
+        return ProbeData(plan, train, test, config, validation, encoder_state=state, crop_size=crop)
+
+    def _build(self, data: ProbeData, seed: int) -> MaeLinearProbe:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = MaeLinearProbe(data.model_config)
+        model.load_state_dict(data.encoder_state, strict=False)
+        missing = [k for k in model.state_dict() if k.startswith("vit.") and k not in data.encoder_state]
+        if missing:
+            raise ConfigError(
+                f"Recipe field `pretrained`: the encoder lacks {missing[:3]}. Fix: use an MAE checkpoint."
+            )
+        return model
+
+    def initial_model(self, data: ProbeData, seed: int) -> nn.Module:
+        return self._build(data, derive_seed(seed, "probe-head"))
+
+    def fresh_model(self, data: ProbeData, seed: int, phase: int) -> nn.Module:
+        return self._build(data, derive_seed(seed, "probe-head", phase))
+
+    def load_model(self, directory: Path) -> nn.Module:
+        return MaeLinearProbe.from_pretrained(directory)
+
+    def eval_transform(self, data: ProbeData):
+        return evaluation_view(self.config, data.crop_size)
+
+    def augmentation(self, data: ProbeData):
+        return training_view(self.config, data.crop_size)
+
+    def trainer_options(self, data: ProbeData, phase: int) -> dict[str, Any]:
+        lr = self.config.training.learning_rate
+        return {**super().trainer_options(data, phase), "optimizer_factory": lambda model: lars_optimizer(model, lr)}
+
+    def start_diagnostics(self, model: nn.Module, data: ProbeData, phase: int) -> dict[str, Any]:
+        return {}
+
+    def end_diagnostics(self, model: nn.Module, data: ProbeData, phase: int, train, **state) -> dict[str, Any]:
+        return weight_diagnostics(model, state["init_state"], state["previous"])
