@@ -30,11 +30,10 @@ def toy_task(monkeypatch):
 
 def test_every_recipe_names_a_known_task_and_bad_pairings_fail(tiny_recipe, toy_task):
     assert parse_config(recipe=tiny_recipe).incremental.task == "classification"
-    with pytest.raises(
-        ConfigError, match=r"`task` has value 'segmentation'.*known tasks are \['classification', 'finetune', 'toy'\]"
-    ):
+    known = r"\['classification', 'finetune', 'linear_probe', 'mae_pretrain', 'toy'\]"
+    with pytest.raises(ConfigError, match=r"`task` has value 'segmentation'.*known tasks are " + known):
         parse_config(recipe={**tiny_recipe, "task": "segmentation"})
-    with pytest.raises(ConfigError) as info:  # cold declares classification only
+    with pytest.raises(ConfigError) as info:  # cold does not declare toy
         parse_config(recipe={**tiny_recipe, "task": "toy", "strategies": ["warm", "cold"]})
     message = str(info.value)
     assert "'cold'" in message and "'toy'" in message and "Fix" in message

@@ -1,0 +1,156 @@
+"""MAE pretraining warm vs cold, loss alignment and the linear probe: a deterministic probe loss,
+where each phase starts, the alignment rule (and its flag), a probe that trains only its head, and
+pretrain -> align -> probe end to end on tiny sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import ViTMAEForPreTraining
+
+from tests.conftest import REPO
+from warmstart_hf.config import parse_config
+from warmstart_hf.loop import run_experiment
+from warmstart_hf.models.mae import build_mae_config, create_mae, fixed_noise, probe_loss
+from warmstart_hf.report.alignment import align_phase, write_alignment
+from warmstart_hf.tasks.mae_pretrain import MaePretrain
+
+SHRINK = {"max_train_examples": 300, "max_test_examples": 120, "probe_examples": 40, "num_train_epochs": 1}
+
+
+def _recipe(tmp_path: Path, name: str, **extra) -> dict:
+    recipe = yaml.safe_load((REPO / "recipes" / "mae" / name).read_text())
+    return {**recipe, **SHRINK, "output_dir": str(tmp_path / "runs"), **extra}
+
+
+def _records(run_dir: Path, arm: str) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / arm / "results.jsonl").read_text().splitlines()]
+
+
+def _tiny_config():
+    return build_mae_config(
+        image_size=8,
+        num_channels=1,
+        patch_size=4,
+        hidden_size=16,
+        layers=1,
+        heads=2,
+        decoder_hidden_size=8,
+        decoder_layers=1,
+        decoder_heads=2,
+        mask_ratio=0.75,
+        layer_norm_eps=1e-6,
+        image_mean=[0.3],
+        image_std=[0.2],
+    )
+
+
+def test_probe_loss_is_deterministic_and_is_plain_vitmae_loss_on_normalised_pixels():
+    config = _tiny_config()
+    model = create_mae(config, seed=1)
+    images = torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8)
+    noise = fixed_noise(10, config, seed=5)
+    first = probe_loss(model, images, noise, batch_size=3)
+    assert first == pytest.approx(probe_loss(model, images, noise, batch_size=256), rel=1e-6)
+    plain = ViTMAEForPreTraining(config).eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        per_image = [
+            float(plain(pixel_values=(images[i : i + 1].float() / 255 - 0.3) / 0.2, noise=noise[i : i + 1]).loss)
+            for i in range(10)
+        ]
+    assert first == pytest.approx(sum(per_image) / 10, rel=1e-5)
+    assert first != pytest.approx(probe_loss(create_mae(config, seed=2), images, noise), rel=1e-3)
+
+
+def test_reference_initialisation_differs_from_transformers_where_documented():
+    config = _tiny_config()
+    reference, hf = create_mae(config, 0, "reference"), create_mae(config, 0, "hf")
+    assert hf.decoder.mask_token.abs().sum() == 0 and reference.decoder.mask_token.abs().sum() > 0
+    query = reference.vit.layers[0].attention.q_proj.weight
+    bound = (6 / (query.shape[0] + query.shape[1])) ** 0.5  # Xavier-uniform
+    assert query.abs().max() <= bound and query.abs().max() > 0.8 * bound
+    assert torch.all(reference.vit.layers[0].attention.q_proj.bias == 0)
+
+
+def test_alignment_picks_the_nearest_snapshot_and_flags_an_impossible_phase():
+    curve = [{"step": s, "probe_loss": loss, "snapshot": f"s{s}"} for s, loss in ((10, 0.9), (20, 0.7), (30, 0.5))]
+    warm = {"phase": 1, "probe_curve": curve, "probe_loss": 0.5, "steps": 30}
+    cold = {"phase": 1, "probe_loss": 0.68, "steps": 30}
+    chosen = align_phase(warm, cold, tolerance=0.05)
+    assert (chosen["chosen_step"], chosen["chosen_snapshot"], chosen["within_tolerance"]) == (20, "s20", True)
+    assert chosen["gap"] == pytest.approx(0.02) and chosen["end_of_phase_gap"] == pytest.approx(-0.18)
+    unreachable = align_phase(warm, {**cold, "probe_loss": 0.2}, tolerance=0.05)
+    assert unreachable["chosen_step"] == 30 and not unreachable["within_tolerance"]
+    tie = align_phase({**warm, "probe_curve": [*curve, {"step": 40, "probe_loss": 0.7}]}, cold, tolerance=0.05)
+    assert tie["chosen_step"] == 20  # ties go to the earlier step
+
+
+@pytest.mark.slow
+def test_pretrain_align_probe_end_to_end(tmp_path):
+    from warmstart_hf.downstream import evaluate_run
+
+    recipe = _recipe(tmp_path, "demo_pretrain_mnist.yaml", num_phases=2, probe_every_steps=2)
+    config = parse_config(recipe=recipe)
+    assert config.training.learning_rate == pytest.approx(4e-3 * 64 / 256)  # base_learning_rate x batch / 256
+    run_dir = run_experiment(config)
+    warm, cold = _records(run_dir, "warm-seed0"), _records(run_dir, "cold-seed0")
+    # warm phase 1 starts where phase 0 ended; cold phase 1 from the seeded fresh draw of phase 1
+    assert warm[1]["start_probe_loss"] == pytest.approx(warm[0]["probe_loss"], rel=1e-6)
+    task = MaePretrain(config)
+    data = task.prepare()
+    fresh = probe_loss(task.fresh_model(data, 0, 1), data.probe_images, data.probe_noise)
+    assert cold[1]["start_probe_loss"] == pytest.approx(fresh, rel=1e-6)
+    assert warm[0]["probe_loss"] == pytest.approx(cold[0]["probe_loss"], rel=1e-6)  # phase 0: the same run
+    # every snapshot loads with plain transformers and reproduces its recorded probe loss
+    point = warm[1]["probe_curve"][1]
+    snapshot = ViTMAEForPreTraining.from_pretrained(run_dir / "warm-seed0" / point["snapshot"])
+    assert isinstance(snapshot, ViTMAEForPreTraining)
+    reloaded = task.load_model(run_dir / "warm-seed0" / point["snapshot"])
+    assert probe_loss(reloaded, data.probe_images, data.probe_noise) == pytest.approx(point["probe_loss"], rel=1e-5)
+    alignment = json.loads((run_dir / "alignment.json").read_text())
+    for chosen in alignment["seeds"]["0"]["phases"]:
+        target = cold[chosen["phase"]]["probe_loss"]
+        best = min(abs(p["probe_loss"] - target) for p in warm[chosen["phase"]]["probe_curve"])
+        assert abs(chosen["gap"]) == pytest.approx(best)
+    assert (run_dir / "fig4.png").exists()
+    assert json.loads(write_alignment(run_dir, "cold_to_warm").read_text())["direction"] == "cold_to_warm"
+    write_alignment(run_dir, "warm_to_cold")
+
+    probe = _recipe(tmp_path, "demo_probe_digits.yaml", num_train_epochs=2)
+    probe_file = tmp_path / "probe.yaml"
+    probe_file.write_text(yaml.safe_dump(probe))
+    out = evaluate_run(run_dir, [str(probe_file)])
+    lines = (out / "downstream.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 2 * 2 and (out / "fig5.png").exists()  # phases x arms x (end, aligned)
+    # the probe trained its head only: the encoder is bit-identical to the pretrained phase
+    probed = load_file(
+        next((out / "probe").glob("warm-seed0-phase01-end_of_phase/warm-seed0/phase-00/model.safetensors"))
+    )
+    pretrained = load_file(run_dir / "warm-seed0" / "phase-01" / "model.safetensors")
+    encoder = [k for k in pretrained if k.startswith("vit.")]
+    assert encoder and all(torch.equal(probed[k], pretrained[k]) for k in encoder)
+    init = load_file(next((out / "probe").glob("warm-seed0-phase01-end_of_phase/warm-seed0/init/model.safetensors")))
+    assert not torch.equal(probed["head.1.weight"], init["head.1.weight"])
+
+
+def test_the_probe_head_is_a_batchnorm_without_affine_parameters_and_lars_adapts_the_matrix_only():
+    from warmstart_hf.models.probe import MaeLinearProbe, MaeProbeConfig, lars_optimizer
+
+    model = MaeLinearProbe(MaeProbeConfig(encoder=_tiny_config().to_dict(), num_labels=3))
+    norm = model.head[0]
+    assert not norm.affine and list(norm.parameters()) == [] and norm.eps == 1e-6
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.1.weight", "head.1.bias"]
+    assert model.head[1].weight.std() < 0.02 and torch.all(model.head[1].bias == 0)
+    groups = lars_optimizer(model, 1.0).param_groups
+    assert [(len(g["params"]), g["always_adapt"], g["weight_decay"]) for g in groups] == [
+        (1, True, 0.0),
+        (1, False, 0.0),
+    ]
+    model.train()
+    assert not model.vit.training and model.head.training  # the frozen encoder stays in eval mode
