@@ -154,3 +154,27 @@ def test_the_probe_head_is_a_batchnorm_without_affine_parameters_and_lars_adapts
     ]
     model.train()
     assert not model.vit.training and model.head.training  # the frozen encoder stays in eval mode
+
+
+@pytest.mark.slow
+def test_phases_and_aligned_checkpoints_are_pushed_and_load_back_by_revision(hub, tmp_path):
+    from huggingface_hub import HfApi
+
+    base = hub.repo("mae")
+    recipe = _recipe(tmp_path, "demo_pretrain_mnist.yaml", num_phases=2, probe_every_steps=2)
+    run_dir = run_experiment(parse_config(recipe={**recipe, "push_to_hub": True, "hub_model_id": base}))
+    alignment = json.loads((run_dir / "alignment.json").read_text())["seeds"]["0"]["phases"]
+    branches = {ref.name for ref in HfApi().list_repo_refs(f"{base}-warm-seed0").branches}
+    assert branches == {"main", "phase-00", "phase-01", "phase-00-aligned", "phase-01-aligned"}
+    state = json.loads((run_dir / "warm-seed0" / "hub.json").read_text())
+    assert sorted(state["aligned"]) == ["phase-00-aligned", "phase-01-aligned"]
+    for chosen in alignment:
+        branch = f"phase-{chosen['phase']:02d}-aligned"
+        model = ViTMAEForPreTraining.from_pretrained(f"{base}-warm-seed0", revision=branch)
+        local = ViTMAEForPreTraining.from_pretrained(run_dir / "warm-seed0" / chosen["chosen_snapshot"])
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), local.state_dict().values()))
+    card = HfApi().hf_hub_download(f"{base}-warm-seed0", "README.md", revision="phase-01-aligned")
+    text = Path(card).read_text()
+    assert "Loss-aligned checkpoint of phase 1" in text and "`vit_mae` masked autoencoder (pretraining)" in text
+    cold = {ref.name for ref in HfApi().list_repo_refs(f"{base}-cold-seed0").branches}
+    assert cold == {"main", "phase-00", "phase-01"}  # warm_to_cold: cold's end of phase is the target

@@ -356,13 +356,17 @@ def _push_phase(
     """One commit of phase ``phase`` (model, config, card, figure) to ``revision``; returns its id."""
     phase_dir = arm_dir / phase_branch(phase)
     shown = [r for r in records if r["phase"] <= phase]
+    return _push_folder(api, arm_dir, repo_id, shown, phase_dir, revision, retry)
+
+
+def _push_folder(api, arm_dir: Path, repo_id: str, shown: list[dict], folder: Path, revision: str, retry, note=""):
+    """One commit of a model folder (the phase's or a snapshot's) with the card of ``shown``."""
+    phase = shown[-1]["phase"]
     with tempfile.TemporaryDirectory() as tmp:
         figure = Path(tmp) / "fig1.png"
-        from warmstart_hf.report.summary import plot_accuracy_per_phase
-
-        plot_accuracy_per_phase({arm_dir.name: shown}, figure)
-        card = render_card(arm_dir, shown, repo_id)
-        files: dict[str, Path | bytes] = {name: phase_dir / name for name in MODEL_FILES}
+        _plot_phases({arm_dir.name: shown}, figure)
+        card = render_card(arm_dir, shown, repo_id, branch=None if revision == "main" else revision, note=note)
+        files: dict[str, Path | bytes] = {name: folder / name for name in MODEL_FILES}
         files.update({"README.md": str(card).encode(), "fig1.png": figure.read_bytes()})
 
         def commit() -> str:
@@ -373,6 +377,52 @@ def _push_phase(
             return api.create_commit(repo_id, operations=operations, revision=revision, commit_message=message).oid
 
         return _with_retries(commit, f"push {arm_dir.name} {phase_branch(phase)} to {repo_id}@{revision}", retry)
+
+
+def _plot_phases(arms: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """The card's figure: accuracy per phase, or (pretraining) the probe loss over the phases' steps."""
+    from warmstart_hf.report.pretraining import plot_probe_curves
+    from warmstart_hf.report.summary import plot_accuracy_per_phase
+
+    records = next(iter(arms.values()))
+    (plot_accuracy_per_phase if "test_accuracy" in records[0] else plot_probe_curves)(arms, path)
+
+
+def push_aligned_checkpoints(config: RecipeConfig, run_dir: Path) -> None:
+    """With ``push_to_hub``: every loss-aligned snapshot of ``alignment.json`` to branch
+    ``phase-XX-aligned`` of its arm's repo (the end-of-phase models are on ``phase-XX`` already).
+    Recorded in the arm's hub.json under ``aligned``; never raises, as the phase pushes."""
+    tr = config.training
+    if not tr.push_to_hub or not (run_dir / "alignment.json").exists():
+        return
+    alignment = json.loads((run_dir / "alignment.json").read_text())
+    moving = alignment["direction"].split("_to_")[0]
+    for seed, aligned in alignment["seeds"].items():
+        arm_dir = run_dir / f"{moving}-seed{seed}"
+        try:
+            _push_aligned_arm(arm_dir, arm_repo_id(tr.hub_model_id, arm_dir.name), aligned["phases"], tr.hub_token)
+        except Exception:
+            logger.exception("pushing the aligned checkpoints of %s failed; push them with push_to_hub.py", arm_dir)
+
+
+def _push_aligned_arm(arm_dir: Path, repo_id: str, phases: list[dict[str, Any]], token: str | None) -> None:
+    records = read_jsonl(arm_dir / "results.jsonl")
+    state = read_hub_state(arm_dir) or {"repo_id": repo_id, "branches": {}, "main": None, "last_error": None}
+    api = HfApi(token=token)
+    for p in phases:
+        branch = f"{phase_branch(p['phase'])}-aligned"
+        if branch in state.get("aligned", {}):
+            continue
+        note = (
+            f"Loss-aligned checkpoint of phase {p['phase']}: step {p['chosen_step']}, probe loss "
+            f"{p['chosen_loss']:.5f} against the other arm's {p['target_loss']:.5f} (gap {p['gap']:+.5f}"
+            f"{'' if p['within_tolerance'] else ', outside the tolerance'})."
+        )
+        shown = [r for r in records if r["phase"] <= p["phase"]]
+        folder = arm_dir / p["chosen_snapshot"]
+        commit = _push_folder(api, arm_dir, repo_id, shown, folder, branch, RETRY, note=note)
+        state.setdefault("aligned", {})[branch] = commit
+        _write_state(arm_dir, state, records)
 
 
 # --- model card ---------------------------------------------------------------------------------
@@ -414,6 +464,7 @@ def phase_metrics(record: dict[str, Any]) -> dict[str, Any]:
         "test_accuracy": record.get("test_accuracy"),
         "test_accuracy_masked": record.get("test_accuracy_masked"),
         "test_accuracy_full": record.get("test_accuracy_full"),
+        "probe_loss": record.get("probe_loss"),
         "dormant_fraction": diagnostics.get("dormant_fraction"),
         "effective_rank": diagnostics.get("effective_rank"),
     }
@@ -458,10 +509,15 @@ def _pct(value: float | None) -> str:
 def _architecture(arm_dir: Path, run_config: dict) -> str:
     """The timm architecture the arm trains (a finetuned one comes from ``pretrained``, not ``model_name``)."""
     saved = arm_dir / "init" / "config.json"
-    return json.loads(saved.read_text())["timm_model"] if saved.exists() else run_config["model"]["model_name"]
+    if not saved.exists():
+        return run_config["model"]["model_name"]
+    config = json.loads(saved.read_text())
+    return config.get("timm_model") or config["model_type"]  # a timm network, or e.g. vit_mae
 
 
-def render_card(arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str) -> ModelCard:
+def render_card(
+    arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str, branch: str | None = None, note: str = ""
+) -> ModelCard:
     """The model card of the arm at the end of ``records[-1]`` (template ``model_cards/phase_model.md``)."""
     arm_dir = Path(arm_dir)
     run_config = yaml.safe_load((arm_dir.parent / "config.yaml").read_text())
@@ -483,9 +539,10 @@ def render_card(arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str
                 dataset_type=dataset,
                 dataset_name=dataset,
                 dataset_split=test_split,
-                metric_type="accuracy",
-                metric_name=f"test accuracy after phase {phase} of {summary['num_phases']}",
-                metric_value=last["test_accuracy"],
+                metric_type="accuracy" if "test_accuracy" in last else "loss",
+                metric_name=f"{'test accuracy' if 'test_accuracy' in last else 'probe loss'} after phase {phase} of "
+                f"{summary['num_phases']}",
+                metric_value=last["test_accuracy"] if "test_accuracy" in last else last["probe_loss"],
             )
         ],
         warmstart_hf=summary,
@@ -501,6 +558,7 @@ def render_card(arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str
             "test_accuracy": _pct(r.get("test_accuracy")),
             "test_accuracy_masked": _pct(r.get("test_accuracy_masked")),
             "train_loss": "-" if r.get("train_loss") is None else f"{r['train_loss']:.4f}",
+            "probe_loss": "-" if r.get("probe_loss") is None else f"{r['probe_loss']:.5f}",
             "dormant_fraction": _pct((r.get("diagnostics") or {}).get("dormant_fraction")),
             "effective_rank": "-"
             if (r.get("diagnostics") or {}).get("effective_rank") is None
@@ -512,7 +570,9 @@ def render_card(arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str
         card_data,
         template_path=str(CARD_TEMPLATE),
         repo_id=repo_id,
-        branch=phase_branch(phase),
+        branch=branch or phase_branch(phase),
+        note=note,
+        has_probe="probe_loss" in last,
         phase=phase,
         num_phases=summary["num_phases"],
         model_name=_architecture(arm_dir, run_config),

@@ -84,6 +84,33 @@ def write_pretraining_summary(run_dir: str | Path) -> str:
     return table
 
 
+def plot_probe_curves(arms: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Each arm's probe loss over the steps of all its phases (phases laid end to end)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    _probe_curves(ax, arms)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _probe_curves(ax, arms: dict[str, list[dict[str, Any]]]) -> None:
+    colors = {"warm": "tab:orange", "cold": "tab:blue"}
+    for name, records in sorted(arms.items()):
+        strategy, offset, xs, ys = records[0]["strategy"], 0, [], []
+        for record in records:
+            xs += [offset + p["step"] for p in record["probe_curve"]]
+            ys += [p["probe_loss"] for p in record["probe_curve"]]
+            offset += record["steps"]
+        ax.plot(xs, ys, color=colors.get(strategy), alpha=0.8, label=name)
+    ax.set_xlabel("optimizer step (phases end to end)")
+    ax.set_ylabel("probe loss")
+    ax.legend(fontsize="small")
+
+
 def plot_fig4(arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any], path: Path) -> None:
     """Left: each arm's probe loss over the steps of all phases (phases laid end to end). Right: per
     phase, warm - cold probe loss at the end of the phase and between the aligned checkpoints."""
@@ -93,17 +120,7 @@ def plot_fig4(arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any], 
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    colors = {"warm": "tab:orange", "cold": "tab:blue"}
-    for name, records in sorted(arms.items()):
-        strategy, offset, xs, ys = records[0]["strategy"], 0, [], []
-        for record in records:
-            xs += [offset + p["step"] for p in record["probe_curve"]]
-            ys += [p["probe_loss"] for p in record["probe_curve"]]
-            offset += record["steps"]
-        left.plot(xs, ys, color=colors.get(strategy), alpha=0.8, label=name)
-    left.set_xlabel("optimizer step (phases end to end)")
-    left.set_ylabel("probe loss")
-    left.legend(fontsize="small")
+    _probe_curves(left, arms)
     sign = 1.0 if DIRECTIONS[alignment["direction"]][0] == "warm" else -1.0  # report warm - cold
     phases = [p["phase"] for seed in alignment["seeds"].values() for p in seed["phases"]]
     for key, label, shift in (("end_of_phase_gap", "end of phase", -0.2), ("gap", "aligned", 0.2)):

@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
 from warmstart_hf.data.pixels import collate_pixels
+from warmstart_hf.hub import push_aligned_checkpoints
 from warmstart_hf.metrics.diagnostics import diagnostic_sample, weight_diagnostics
 from warmstart_hf.models.mae import PixelViTMAE, build_mae_config, create_mae, fixed_noise, probe_loss
 from warmstart_hf.report.pretraining import write_pretraining_summary
@@ -136,7 +137,10 @@ class MaePretrain(Classification):
         return weight_diagnostics(model, state["init_state"], state["previous"])
 
     def write_summary(self, run_dir: Path) -> str:
-        return write_pretraining_summary(run_dir)
+        """The pretraining summary (alignment.json, fig4.png), then the aligned snapshots to the Hub."""
+        table = write_pretraining_summary(run_dir)
+        push_aligned_checkpoints(self.config, run_dir)
+        return table
 
 
 class ProbeLoss(TrainerCallback):
