@@ -65,7 +65,7 @@ def test_probe_loss_is_deterministic_and_is_plain_vitmae_loss_on_normalised_pixe
             for i in range(10)
         ]
     assert first == pytest.approx(sum(per_image) / 10, rel=1e-5)
-    assert first != pytest.approx(probe_loss(create_mae(config, seed=2), images, noise), rel=1e-3)
+    assert first != probe_loss(create_mae(config, seed=2), images, noise)  # another model, another loss
 
 
 def test_reference_initialisation_differs_from_transformers_where_documented():
@@ -122,12 +122,15 @@ def test_pretrain_align_probe_end_to_end(tmp_path):
     assert json.loads(write_alignment(run_dir, "cold_to_warm").read_text())["direction"] == "cold_to_warm"
     write_alignment(run_dir, "warm_to_cold")
 
-    probe = _recipe(tmp_path, "demo_probe_digits.yaml", num_train_epochs=2)
-    probe_file = tmp_path / "probe.yaml"
-    probe_file.write_text(yaml.safe_dump(probe))
-    out = evaluate_run(run_dir, [str(probe_file)])
+    files = []
+    for name in ("demo_probe_digits.yaml", "demo_finetune_digits.yaml"):
+        files.append(tmp_path / name.removeprefix("demo_").replace("_digits", ""))
+        files[-1].write_text(yaml.safe_dump(_recipe(tmp_path, name, num_train_epochs=2)))
+    out = evaluate_run(run_dir, [str(f) for f in files])
     lines = (out / "downstream.csv").read_text().splitlines()
-    assert len(lines) == 1 + 2 * 2 * 2 and (out / "fig5.png").exists()  # phases x arms x (end, aligned)
+    assert len(lines) == 1 + 2 * 2 * 2 * 2 and (out / "fig5.png").exists()  # recipes x phases x arms x kinds
+    table = (out / "downstream.md").read_text()
+    assert "| finetune | aligned | warm |" in table and "| probe | end_of_phase | cold |" in table
     # the probe trained its head only: the encoder is bit-identical to the pretrained phase
     probed = load_file(
         next((out / "probe").glob("warm-seed0-phase01-end_of_phase/warm-seed0/phase-00/model.safetensors"))
@@ -178,3 +181,25 @@ def test_phases_and_aligned_checkpoints_are_pushed_and_load_back_by_revision(hub
     assert "Loss-aligned checkpoint of phase 1" in text and "`vit_mae` masked autoencoder (pretraining)" in text
     cold = {ref.name for ref in HfApi().list_repo_refs(f"{base}-cold-seed0").branches}
     assert cold == {"main", "phase-00", "phase-01"}  # warm_to_cold: cold's end of phase is the target
+
+
+def test_layer_decay_groups_and_the_finetuning_head():
+    from warmstart_hf.models.probe import MaeClassifier, MaeFinetuneConfig, layer_decay_optimizer
+
+    encoder = _tiny_config().to_dict()
+    encoder["num_hidden_layers"] = 2
+    model = MaeClassifier(MaeFinetuneConfig(encoder=encoder, num_labels=3, drop_path_rate=0.2))
+    optimizer = layer_decay_optimizer(model, lr=1.0, weight_decay=0.05, decay=0.5)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["vit.embeddings.patch_embeddings.projection.weight"])] == (0.125, 0.05)  # 0.5^(2+1-0)
+    assert lr_of[id(named["vit.layers.0.attention.q_proj.weight"])] == (0.25, 0.05)
+    assert lr_of[id(named["vit.layers.1.mlp.fc1.bias"])] == (0.5, 0.0)  # no decay on 1-D parameters
+    assert lr_of[id(named["vit.embeddings.cls_token"])][1] == 0.0
+    assert lr_of[id(named["head.weight"])] == (1.0, 0.05) and lr_of[id(named["fc_norm.weight"])] == (1.0, 0.0)
+    assert isinstance(model.vit.layernorm, torch.nn.Identity)
+    rates = [layer.dropout[1].drop_prob for layer in model.vit.layers]
+    assert rates == pytest.approx([0.0, 0.2])  # stochastic depth, linear over depth
+    model.eval()
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    assert torch.equal(model(images).logits, model(images).logits)  # deterministic in eval mode

@@ -137,6 +137,12 @@ class ModelArguments:
             "and mask tokens) or transformers' (N(0, 0.02) linears, zero mask token)."
         },
     )
+    layer_decay: float = field(
+        default=0.65, metadata={"help": "task mae_finetune: layer-wise LR decay (MAE ViT-B: 0.65)."}
+    )
+    drop_path_rate: float = field(
+        default=0.1, metadata={"help": "task mae_finetune: stochastic depth of the last block (MAE ViT-B: 0.1)."}
+    )
     lora_rank: int = field(default=8, metadata={"help": "finetune_mode lora: rank r of every adapter."})
     lora_alpha: float = field(default=16.0, metadata={"help": "finetune_mode lora: scaling alpha (alpha / r)."})
     lora_target_modules: str | None = field(
@@ -693,6 +699,10 @@ def _check_data_and_model(config: RecipeConfig) -> None:
         raise _fail("crop_scale", low_high, "give two fractions 0 < low <= high <= 1, e.g. [0.08, 1.0]")
     if m.lora_rank < 1:
         raise _fail("lora_rank", m.lora_rank, "it must be at least 1")
+    if not 0 < m.layer_decay <= 1 or not 0 <= m.drop_path_rate < 1:
+        raise _fail(
+            "layer_decay / drop_path_rate", (m.layer_decay, m.drop_path_rate), "use 0 < decay <= 1, 0 <= rate < 1"
+        )
     if not 0 < m.mask_ratio < 1:
         raise _fail("mask_ratio", m.mask_ratio, "it must be in (0, 1)")
     for name in ("probe_examples", "patch_size", "mae_hidden_size", "mae_layers", "mae_heads"):

@@ -84,7 +84,8 @@ class PhaseTrainer(Trainer):
             outputs.logits = mask_unseen_logits(outputs.logits, self.loss_classes)
             loss = outputs.loss = F.cross_entropy(outputs.logits.float(), inputs["labels"])
         else:
-            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch=num_items_in_batch)
+            # a copy: with label_smoothing_factor the Trainer pops the labels from the dict it gets
+            loss, outputs = super().compute_loss(model, dict(inputs), True, num_items_in_batch=num_items_in_batch)
         if model.training and "labels" in inputs:  # running accuracy of the epoch, synced once per epoch
             labels = inputs["labels"]
             self._correct = self._correct.to(labels.device) + (outputs.logits.argmax(-1) == labels).sum()

@@ -31,7 +31,7 @@ from warmstart_hf.tasks.classification import Classification
 from warmstart_hf.tasks.registry import TASKS, register_task
 from warmstart_hf.tasks.views import evaluation_view, training_view
 
-PRETRAINED_TASKS = ("finetune", "linear_probe")  # the tasks that start from `pretrained`
+PRETRAINED_TASKS = ("finetune", "linear_probe", "mae_finetune")  # the tasks that start from `pretrained`
 LORA_STATE_FILE = "lora_state.safetensors"  # adapters + base + buffers, unmerged: what a warm phase continues
 
 

@@ -2,7 +2,8 @@
 the encoder from ``pretrained`` (a phase or snapshot directory of an ``mae_pretrain`` run, or a Hub
 revision of one), frozen; a BatchNorm without affine parameters and a linear head trained with LARS
 (``warmstart_hf/models/probe.py``). One phase evaluates one checkpoint; ``scripts/evaluate_pretraining.py``
-runs it for every checkpoint of a pretraining run.
+runs it for every checkpoint of a pretraining run. ``mae_finetune`` (below) finetunes the whole
+encoder instead (Fig. 5, right).
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from transformers import ViTMAEForPreTraining
 from warmstart_hf.config import ConfigError
 from warmstart_hf.metrics.diagnostics import weight_diagnostics
 from warmstart_hf.models.pretrained import WEIGHTS_FILE, resolve_pretrained
-from warmstart_hf.models.probe import MaeLinearProbe, MaeProbeConfig, lars_optimizer
+from warmstart_hf.models.probe import (
+    MaeClassifier,
+    MaeFinetuneConfig,
+    MaeLinearProbe,
+    MaeProbeConfig,
+    lars_optimizer,
+    layer_decay_optimizer,
+)
 from warmstart_hf.seeding import derive_seed
 from warmstart_hf.tasks.base import TaskData
 from warmstart_hf.tasks.classification import Classification
@@ -78,7 +86,7 @@ class LinearProbe(Classification):
     def _build(self, data: ProbeData, seed: int) -> MaeLinearProbe:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = MaeLinearProbe(data.model_config)
+            model = self._model(data.model_config)
         model.load_state_dict(data.encoder_state, strict=False)
         missing = [k for k in model.state_dict() if k.startswith("vit.") and k not in data.encoder_state]
         if missing:
@@ -86,6 +94,9 @@ class LinearProbe(Classification):
                 f"Recipe field `pretrained`: the encoder lacks {missing[:3]}. Fix: use an MAE checkpoint."
             )
         return model
+
+    def _model(self, config) -> nn.Module:
+        return MaeLinearProbe(config)
 
     def initial_model(self, data: ProbeData, seed: int) -> nn.Module:
         return self._build(data, derive_seed(seed, "probe-head"))
@@ -111,3 +122,32 @@ class LinearProbe(Classification):
 
     def end_diagnostics(self, model: nn.Module, data: ProbeData, phase: int, train, **state) -> dict[str, Any]:
         return weight_diagnostics(model, state["init_state"], state["previous"])
+
+
+@register_task("mae_finetune")
+class MaeFinetune(LinearProbe):
+    """Full finetuning of a pretrained MAE encoder (the target study's Fig. 5, right): every weight
+    trains; pooled patch tokens, fc_norm and a linear head; AdamW with layer-wise LR decay
+    (``layer_decay``), stochastic depth (``drop_path_rate``) and, through the Trainer,
+    ``label_smoothing_factor`` (``warmstart_hf/models/probe.py``)."""
+
+    def prepare(self) -> ProbeData:
+        data = super().prepare()
+        settings = data.model_config.to_dict()
+        settings.update(drop_path_rate=self.config.model.drop_path_rate)
+        settings.pop("model_type", None)
+        data.model_config = MaeFinetuneConfig(**settings)
+        return data
+
+    def _model(self, config) -> nn.Module:
+        return MaeClassifier(config)
+
+    def load_model(self, directory: Path) -> nn.Module:
+        return MaeClassifier.from_pretrained(directory)
+
+    def trainer_options(self, data: ProbeData, phase: int) -> dict[str, Any]:
+        tr, m = self.config.training, self.config.model
+        factory = lambda model: layer_decay_optimizer(  # noqa: E731
+            model, tr.learning_rate, tr.weight_decay, m.layer_decay, (tr.adam_beta1, tr.adam_beta2)
+        )
+        return {**Classification.trainer_options(self, data, phase), "optimizer_factory": factory}
