@@ -4,8 +4,6 @@ of the end-of-phase and of the aligned checkpoints)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -16,7 +14,7 @@ import yaml
 
 from warmstart_hf.io import atomic_write_text
 from warmstart_hf.report.alignment import DIRECTIONS, write_alignment
-from warmstart_hf.report.summary import load_run_results, optimizer_policies
+from warmstart_hf.report.summary import load_run_results, optimizer_policies, write_rows_csv
 
 
 def pretraining_rows(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -64,12 +62,7 @@ def write_pretraining_summary(run_dir: str | Path) -> str:
     arms = load_run_results(run_dir)
     rows = pretraining_rows(arms)
     table = _table(rows)
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    atomic_write_text(run_dir / "summary.csv", buffer.getvalue())
+    write_rows_csv(run_dir / "summary.csv", rows)
     text = f"# {run_dir.name}\n\nProbe loss: the pretraining loss on a fixed probe set with fixed masks.\n\n{table}"
     strategies = {records[0]["strategy"] for records in arms.values()}
     if {"warm", "cold"} <= strategies:

@@ -151,6 +151,16 @@ def plot_accuracy_per_phase(arms: dict[str, list[dict[str, Any]]], path: str | P
     plt.close(fig)
 
 
+def write_rows_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``rows`` (dicts with the same keys) as a CSV file, written atomically."""
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
 def write_run_summary(run_dir: str | Path) -> str:
     """Write summary.md, summary.csv and fig1.png into the run directory; return the table."""
     run_dir = Path(run_dir)
@@ -158,12 +168,7 @@ def write_run_summary(run_dir: str | Path) -> str:
     rows = summary_rows(arms)
     table = markdown_table(rows)
     atomic_write_text(run_dir / "summary.md", f"# {run_dir.name}\n\n{table}")
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    atomic_write_text(run_dir / "summary.csv", buffer.getvalue())
+    write_rows_csv(run_dir / "summary.csv", rows)
     if arms:
         plot_accuracy_per_phase(arms, run_dir / "fig1.png")
     return table

@@ -29,7 +29,7 @@ from warmstart_hf.seeding import derive_seed
 from warmstart_hf.tasks.base import TaskData
 from warmstart_hf.tasks.classification import Classification
 from warmstart_hf.tasks.registry import TASKS, register_task
-from warmstart_hf.tasks.views import evaluation_view, training_view
+from warmstart_hf.tasks.views import CroppedViews
 
 PRETRAINED_TASKS = ("finetune", "linear_probe", "mae_finetune")  # the tasks that start from `pretrained`
 LORA_STATE_FILE = "lora_state.safetensors"  # adapters + base + buffers, unmerged: what a warm phase continues
@@ -42,11 +42,10 @@ class FinetuneData(TaskData):
 
 
 @register_task("finetune")
-class Finetune(Classification):
+class Finetune(CroppedViews, Classification):
     """A pretrained timm network finetuned phase after phase (full, LoRA or linear); accuracy as the
     classification task's; ``start_distance_to_pretrained`` in every record."""
 
-    crops = True
 
     def prepare(self) -> FinetuneData:
         weights = load_pretrained(self.config.model.pretrained)  # fails fast, before any decoding
@@ -111,11 +110,7 @@ class Finetune(Classification):
             tensors = {k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
             save_file(tensors, str(directory / LORA_STATE_FILE))
 
-    def eval_transform(self, data: FinetuneData):
-        return evaluation_view(self.config, data.crop_size)
 
-    def augmentation(self, data: FinetuneData):
-        return training_view(self.config, data.crop_size)
 
     def start_record(self, model: nn.Module, data: FinetuneData, phase: int) -> dict[str, Any]:
         return {"start_distance_to_pretrained": distance_to_pretrained(model, data.pretrained)}

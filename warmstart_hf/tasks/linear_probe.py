@@ -32,7 +32,7 @@ from warmstart_hf.seeding import derive_seed
 from warmstart_hf.tasks.base import TaskData
 from warmstart_hf.tasks.classification import Classification
 from warmstart_hf.tasks.registry import register_task
-from warmstart_hf.tasks.views import evaluation_view, training_view
+from warmstart_hf.tasks.views import CroppedViews
 
 
 @dataclass
@@ -58,10 +58,9 @@ def load_mae_encoder(value: str) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 @register_task("linear_probe")
-class LinearProbe(Classification):
+class LinearProbe(CroppedViews, Classification):
     """A frozen MAE encoder's class token, BatchNorm (no affine) + linear head, LARS."""
 
-    crops = True
 
     def prepare(self) -> ProbeData:
         encoder, state = load_mae_encoder(self.config.model.pretrained)  # fails fast, before decoding
@@ -107,11 +106,7 @@ class LinearProbe(Classification):
     def load_model(self, directory: Path) -> nn.Module:
         return MaeLinearProbe.from_pretrained(directory)
 
-    def eval_transform(self, data: ProbeData):
-        return evaluation_view(self.config, data.crop_size)
 
-    def augmentation(self, data: ProbeData):
-        return training_view(self.config, data.crop_size)
 
     def trainer_options(self, data: ProbeData, phase: int) -> dict[str, Any]:
         lr = self.config.training.learning_rate

@@ -29,7 +29,7 @@ from warmstart_hf.seeding import derive_seed
 from warmstart_hf.tasks.base import TaskData
 from warmstart_hf.tasks.classification import Classification
 from warmstart_hf.tasks.registry import register_task
-from warmstart_hf.tasks.views import evaluation_view, training_view
+from warmstart_hf.tasks.views import CroppedViews, evaluation_view
 
 SNAPSHOTS = "snapshots"
 
@@ -47,12 +47,11 @@ def collate_images(rows: list[dict]) -> dict[str, torch.Tensor]:
 
 
 @register_task("mae_pretrain")
-class MaePretrain(Classification):
+class MaePretrain(CroppedViews, Classification):
     """ViTMAE pretraining; records ``probe_loss``, ``probe_curve`` and ``start_probe_loss``."""
 
     best_metric = ""
 
-    crops = True
 
     def prepare(self) -> MaeData:
         source, plan = self._source_and_plan()
@@ -90,11 +89,7 @@ class MaePretrain(Classification):
     def load_model(self, directory: Path) -> nn.Module:
         return PixelViTMAE.from_pretrained(directory)
 
-    def eval_transform(self, data: MaeData):
-        return evaluation_view(self.config, data.crop_size)
 
-    def augmentation(self, data: MaeData):
-        return training_view(self.config, data.crop_size)
 
     def trainer_options(self, data: MaeData, phase: int) -> dict[str, Any]:
         every = self.config.incremental.probe_every_steps

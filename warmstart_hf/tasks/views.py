@@ -9,6 +9,18 @@ from warmstart_hf.data import build_augmentation
 from warmstart_hf.data.augment import BatchTransform, resize_center_crop
 
 
+class CroppedViews:
+    """Mixin for tasks whose data carries ``crop_size``: the evaluation and training views above."""
+
+    crops = True
+
+    def eval_transform(self, data) -> BatchTransform:
+        return evaluation_view(self.config, data.crop_size)
+
+    def augmentation(self, data) -> BatchTransform:
+        return training_view(self.config, data.crop_size)
+
+
 def evaluation_view(config: RecipeConfig, crop_size: int) -> BatchTransform:
     pct = config.incremental.eval_crop_pct
     return lambda images: resize_center_crop(images, crop_size, pct)
