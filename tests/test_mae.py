@@ -203,3 +203,29 @@ def test_layer_decay_groups_and_the_finetuning_head():
     model.eval()
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
     assert torch.equal(model(images).logits, model(images).logits)  # deterministic in eval mode
+
+
+def test_mixup_mixes_each_batch_with_its_reverse_and_the_targets_say_how(tmp_path):
+    from warmstart_hf.config import ConfigError
+    from warmstart_hf.tasks import create_task
+
+    recipe = _recipe(tmp_path, "demo_finetune_digits.yaml", cutmix_alpha=0.0, label_smoothing_factor=0.1)
+    with pytest.raises(ConfigError, match="dataloader_drop_last"):
+        parse_config(recipe={**recipe, "dataloader_drop_last": False})
+    config = parse_config(recipe=recipe)
+    task = create_task(config)
+    num_classes = 10
+
+    class Data:
+        model_config = type("C", (), {"num_labels": num_classes})
+
+    mix = task.batch_mix(Data)
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (6, 1, 4, 4), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    mixed, targets = mix(images, labels)
+    assert torch.allclose(targets.sum(-1), torch.ones(6))
+    lam = (targets[0, 0] - 0.01) / 0.9  # smoothed one-hot: 0.9 + 0.01 on the label, 0.01 elsewhere
+    expected = lam * images.float() / 255 + (1 - lam) * images.flip(0).float() / 255
+    assert torch.allclose(mixed, expected, atol=1e-6)
+    assert targets[0, 5] == pytest.approx(float((1 - lam) * 0.9 + 0.01), abs=1e-6)  # the reversed partner

@@ -56,6 +56,13 @@ class DataArguments:
     image_size: int = field(
         default=32, metadata={"help": "Images are decoded once to image_size x image_size (the stored size)."}
     )
+    decode: Literal["eager", "lazy"] = field(
+        default="eager",
+        metadata={
+            "help": "eager: decode every image once into the datasets cache (fast reads); lazy: decode each row "
+            "when read, in the DataLoader workers (no decoded copy: ImageNet-1K)."
+        },
+    )
     resize_mode: Literal["stretch", "center_square"] = field(
         default="stretch",
         metadata={
@@ -197,6 +204,18 @@ class IncrementalArguments:
     )
     eval_crop_pct: float = field(
         default=0.875, metadata={"help": "Evaluation: resize to crop_size / eval_crop_pct, keep the centre crop_size."}
+    )
+    mixup_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "Mixup on every training batch (timm's Mixup, Beta(alpha, alpha); MAE finetuning: 0.8); 0: off. "
+            "With mixup or cutmix the loss is soft-target cross-entropy and label_smoothing_factor smooths the "
+            "mixed targets."
+        },
+    )
+    cutmix_alpha: float = field(
+        default=0.0,
+        metadata={"help": "CutMix (timm's Mixup; MAE finetuning: 1.0); with mixup, one of the two per batch."},
     )
     crop_scale: list[float] = field(
         default_factory=lambda: [0.08, 1.0],
@@ -697,6 +716,16 @@ def _check_data_and_model(config: RecipeConfig) -> None:
     low_high = inc.crop_scale
     if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= 1:
         raise _fail("crop_scale", low_high, "give two fractions 0 < low <= high <= 1, e.g. [0.08, 1.0]")
+    if inc.mixup_alpha < 0 or inc.cutmix_alpha < 0:
+        raise _fail("mixup_alpha / cutmix_alpha", (inc.mixup_alpha, inc.cutmix_alpha), "they must be >= 0")
+    mixing = inc.mixup_alpha > 0 or inc.cutmix_alpha > 0
+    if mixing and (not config.training.dataloader_drop_last or config.training.per_device_train_batch_size % 2):
+        raise _fail(
+            "mixup_alpha / cutmix_alpha",
+            (inc.mixup_alpha, inc.cutmix_alpha),
+            "mixing pairs the samples of a batch: set dataloader_drop_last: true (as MAE's finetuning) and an even "
+            "per_device_train_batch_size",
+        )
     if m.lora_rank < 1:
         raise _fail("lora_rank", m.lora_rank, "it must be at least 1")
     if not 0 < m.layer_decay <= 1 or not 0 <= m.drop_path_rate < 1:

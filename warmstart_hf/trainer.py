@@ -51,6 +51,7 @@ class PhaseTrainer(Trainer):
         epoch_offset: float = 0.0,
         loss_classes: list[int] | None = None,
         optimizer_factory: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None,
+        batch_mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -70,6 +71,7 @@ class PhaseTrainer(Trainer):
         self.epoch_offset = epoch_offset  # epochs of earlier phases, for a schedule continued across phases
         self.loss_classes = loss_classes  # train on logits masked to these classes (Dohare et al.)
         self.optimizer_factory = optimizer_factory  # a task's own optimizer (the MAE probe's LARS)
+        self.batch_mix = batch_mix  # (images, labels) -> (mixed images, soft targets): mixup / cutmix
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
         self.add_callback(_EpochTrainAccuracy(self))
@@ -79,7 +81,11 @@ class PhaseTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and self.augment is not None:
             inputs = {**inputs, "pixel_values": self.augment(inputs["pixel_values"])}
-        if model.training and self.loss_classes is not None:
+        if model.training and self.batch_mix is not None:
+            images, targets = self.batch_mix(inputs["pixel_values"], inputs["labels"])
+            outputs = model(pixel_values=images)
+            loss = outputs.loss = torch.sum(-targets * F.log_softmax(outputs.logits.float(), dim=-1), dim=-1).mean()
+        elif model.training and self.loss_classes is not None:
             outputs = model(pixel_values=inputs["pixel_values"])
             outputs.logits = mask_unseen_logits(outputs.logits, self.loss_classes)
             loss = outputs.loss = F.cross_entropy(outputs.logits.float(), inputs["labels"])

@@ -72,7 +72,8 @@ class Classification(Task):
     def _decode(self, source) -> tuple[Dataset, Dataset, Dataset | None]:
         """Every split decoded once to the stored size (main process first: the others read its cache)."""
         d = self.config.data
-        decode = lambda split: to_pixel_dataset(split, d.image_size, d.num_channels, d.resize_mode)  # noqa: E731
+        lazy = d.decode == "lazy"
+        decode = lambda split: to_pixel_dataset(split, d.image_size, d.num_channels, d.resize_mode, lazy)  # noqa: E731
         with self.config.training.main_process_first(desc="decoding images"):
             validation = decode(source["validation"]) if "validation" in source else None
             return decode(source["train"]), decode(source["test"]), validation
@@ -111,7 +112,9 @@ class Classification(Task):
         dataset = data.train.select(plan.train_indices(phase))
         if plan.noisy_labels and plan.noisy_labels[phase]:
             labels = plan.phase_labels(phase, np.asarray(dataset["labels"][:]).tolist())
-            dataset = dataset.remove_columns("labels").add_column("labels", labels).with_format("numpy")
+            relabelled = dataset.remove_columns("labels").add_column("labels", labels)
+            # keep the lazy path's decoding transform; the eager path reads numpy arrays
+            dataset = relabelled if dataset.format["type"] == "custom" else relabelled.with_format("numpy")
         return dataset
 
     def eval_transform(self, data: TaskData):
@@ -136,7 +139,26 @@ class Classification(Task):
             "eval_dataset": eval_sets or None,
             "compute_metrics": _accuracy_metrics(seen) if eval_sets else None,
             "loss_classes": seen if inc.mask_unseen_logits else None,
+            "batch_mix": self.batch_mix(data),
         }
+
+    def batch_mix(self, data: TaskData):
+        """Mixup / CutMix of each training batch (timm's ``Mixup``, soft targets with the recipe's label
+        smoothing), or None. Its draws come from numpy's generator, which the Trainer seeds per phase and
+        restores on resume."""
+        inc = self.config.incremental
+        if not (inc.mixup_alpha or inc.cutmix_alpha):
+            return None
+        from timm.data import Mixup
+
+        mix = Mixup(
+            mixup_alpha=inc.mixup_alpha,
+            cutmix_alpha=inc.cutmix_alpha,
+            label_smoothing=self.config.training.label_smoothing_factor,
+            num_classes=data.model_config.num_labels,
+        )
+        to_unit = lambda x: x if x.is_floating_point() else x.float() / 255.0  # noqa: E731 - the model's [0, 1] floats
+        return lambda images, labels: mix(to_unit(images), labels)
 
     def _eval_sets(self, data: TaskData, phase: int) -> dict[str, Dataset]:
         """Per-epoch evaluation sets: the validation split (early stopping) and the test examples of the
