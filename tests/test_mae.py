@@ -119,6 +119,11 @@ def test_pretrain_align_probe_end_to_end(tmp_path):
         best = min(abs(p["probe_loss"] - target) for p in warm[chosen["phase"]]["probe_curve"])
         assert abs(chosen["gap"]) == pytest.approx(best)
     assert (run_dir / "fig4.png").exists()
+    from warmstart_hf.report.study import write_study_report
+
+    report = write_study_report([run_dir])
+    assert (report / "fig4.png").exists() and "## Fig. 4" in (report / "report.md").read_text()
+    assert len((report / "alignment.csv").read_text().splitlines()) == 1 + 2  # a row per phase
     assert json.loads(write_alignment(run_dir, "cold_to_warm").read_text())["direction"] == "cold_to_warm"
     write_alignment(run_dir, "warm_to_cold")
 
@@ -181,6 +186,20 @@ def test_phases_and_aligned_checkpoints_are_pushed_and_load_back_by_revision(hub
     assert "Loss-aligned checkpoint of phase 1" in text and "`vit_mae` masked autoencoder (pretraining)" in text
     cold = {ref.name for ref in HfApi().list_repo_refs(f"{base}-cold-seed0").branches}
     assert cold == {"main", "phase-00", "phase-01"}  # warm_to_cold: cold's end of phase is the target
+    from warmstart_hf.downstream import evaluate_run
+
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(yaml.safe_dump(_recipe(tmp_path, "demo_probe_digits.yaml", num_train_epochs=1)))
+    evaluate_run(run_dir, [str(probe)])
+    rows = [line.split(",") for line in (run_dir / "downstream" / "downstream.csv").read_text().splitlines()]
+    header = rows[0]
+    aligned = next(r for r in rows[1:] if r[header.index("kind")] == "aligned" and r[header.index("arm")] == "warm")
+    phase = aligned[header.index("phase")]
+    card = HfApi().hf_hub_download(f"{base}-warm-seed0", "README.md", revision=f"phase-{int(phase):02d}-aligned")
+    accuracy = 100 * float(aligned[header.index("test_accuracy")])
+    assert (
+        "## Downstream evaluation" in Path(card).read_text() and f"| probe | {accuracy:.2f} |" in Path(card).read_text()
+    )
 
 
 def test_layer_decay_groups_and_the_finetuning_head():

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from warmstart_hf.config import ConfigError, load_recipe_file, parse_config
+from warmstart_hf.hub import push_downstream_cards
 from warmstart_hf.io import atomic_write_text, read_jsonl
 from warmstart_hf.report.alignment import DIRECTIONS
 from warmstart_hf.report.statistics import t_interval
@@ -57,6 +58,7 @@ def evaluate_run(run_dir: str | Path, recipes: list[str]) -> Path:
     table = fig5_rows(rows)
     atomic_write_text(out / "downstream.md", _markdown(table))
     plot_fig5(table, out / "fig5.png")
+    push_downstream_cards(run_dir, rows)  # cards of the pushed branches gain their downstream results
     return out
 
 

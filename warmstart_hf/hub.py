@@ -405,6 +405,39 @@ def push_aligned_checkpoints(config: RecipeConfig, run_dir: Path) -> None:
             logger.exception("pushing the aligned checkpoints of %s failed; push them with push_to_hub.py", arm_dir)
 
 
+def push_downstream_cards(run_dir: Path, rows: list[dict[str, Any]], token: str | None = None) -> None:
+    """After a downstream evaluation: every pushed branch of the run's arms (phase-XX and
+    phase-XX-aligned) gets its card again, with the checkpoint's downstream results. Never raises."""
+    for arm_dir in sorted(p.parent for p in run_dir.glob("*/hub.json")):
+        state = read_hub_state(arm_dir) or {}
+        records = read_jsonl(arm_dir / "results.jsonl")
+        branches = [(b, "end_of_phase") for b in state.get("branches", {})]
+        branches += [(b, "aligned") for b in state.get("aligned", {})]
+        for branch, kind in branches:
+            phase = int(branch.split("-")[1])
+            table = _downstream_table(rows, arm_dir.name, phase, kind)
+            shown = [r for r in records if r["phase"] <= phase]
+            card = render_card(arm_dir, shown, state["repo_id"], branch=branch, downstream=table)
+            _push_card(card, state["repo_id"], branch, token)
+
+
+def _downstream_table(rows: list[dict[str, Any]], arm: str, phase: int, kind: str) -> str:
+    mine = [r for r in rows if f"{r['arm']}-seed{r['seed']}" == arm and r["phase"] == phase and r["kind"] == kind]
+    if not mine:
+        return ""
+    lines = [f"| {r['recipe']} | {100 * r['test_accuracy']:.2f} |\n" for r in mine]
+    return "| downstream recipe | top-1 (%) |\n|---|---|\n" + "".join(lines)
+
+
+def _push_card(card: ModelCard, repo_id: str, branch: str, token: str | None) -> None:
+    try:
+        _with_retries(
+            lambda: card.push_to_hub(repo_id, revision=branch, token=token), f"card of {repo_id}@{branch}", RETRY
+        )
+    except Exception:
+        logger.exception("updating the card of %s@%s failed", repo_id, branch)
+
+
 def _push_aligned_arm(arm_dir: Path, repo_id: str, phases: list[dict[str, Any]], token: str | None) -> None:
     records = read_jsonl(arm_dir / "results.jsonl")
     state = read_hub_state(arm_dir) or {"repo_id": repo_id, "branches": {}, "main": None, "last_error": None}
@@ -516,7 +549,12 @@ def _architecture(arm_dir: Path, run_config: dict) -> str:
 
 
 def render_card(
-    arm_dir: str | Path, records: list[dict[str, Any]], repo_id: str, branch: str | None = None, note: str = ""
+    arm_dir: str | Path,
+    records: list[dict[str, Any]],
+    repo_id: str,
+    branch: str | None = None,
+    note: str = "",
+    downstream: str = "",
 ) -> ModelCard:
     """The model card of the arm at the end of ``records[-1]`` (template ``model_cards/phase_model.md``)."""
     arm_dir = Path(arm_dir)
@@ -593,4 +631,5 @@ def render_card(
         rows=rows,
         has_diagnostics=any("diagnostics" in r for r in records),
         recipe_yaml=yaml.safe_dump(recipe, sort_keys=False).strip(),
+        downstream=downstream,
     )

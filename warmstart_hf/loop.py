@@ -227,8 +227,9 @@ def _run_phase(arm: _Arm, phase: int, model, carried_state) -> tuple[torch.nn.Mo
     STOP.raise_if_requested(f"before {arm.directory.name} phase {phase}")
     checkpoint = last_complete_checkpoint(phase_dir, remove_incomplete=arm.is_main)
     previous = _param_vector(model) if phase > 0 else None
+    model = _on_training_device(arm, model)  # strategies and diagnostics compute where training will
     start = arm.strategy.prepare(_phase_context(arm, phase, model, train, checkpoint))
-    model = start.model
+    model = _on_training_device(arm, start.model)
     distance = float(torch.linalg.vector_norm(_param_vector(model) - previous)) if previous is not None else None
     start_record = {"start_distance_to_previous": distance, **arm.task.start_record(model, arm.data, phase)}
     diagnose = arm.config.incremental.diagnostics and arm.is_main
@@ -344,6 +345,16 @@ def _save_phase(arm: _Arm, phase_dir: Path, trainer, record, carried_state, comp
     for stale in phase_dir.glob("checkpoint-*"):
         remove_checkpoint(stale)
     push_finished_phases(arm.config, arm.directory)  # no-op unless push_to_hub; never raises
+
+
+def _on_training_device(arm: _Arm, model: torch.nn.Module) -> torch.nn.Module:
+    """The model on the device the Trainer will train it on, before the strategy and the start-of-phase
+    diagnostics run (a model built or loaded on the CPU would otherwise be probed there: a phase-0 or
+    cold start on a GPU stalled ~46 s). Under FSDP or DeepSpeed the Trainer places the model itself."""
+    args = arm.config.training
+    if args.fsdp or args.deepspeed:
+        return model
+    return model.to(args.device)
 
 
 def _reset_peak_memory() -> None:

@@ -131,3 +131,32 @@ def plot_fig4(arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any], 
     right.legend(fontsize="small")
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+ALIGNMENT_COLUMNS = ["run", "seed", "phase", "target_loss", "chosen_step", "chosen_loss", "gap", "end_of_phase_gap"]
+
+
+def fig4_section(runs: list[tuple[str, Path]], out: Path) -> list[str]:
+    """For the study report: per pretraining run (label, directory) with an ``alignment.json``, Fig. 4
+    into ``out`` and one table of the aligned pairs of every seed and phase."""
+    lines, rows = [], []
+    for index, (label, run_dir) in enumerate(runs):
+        if not (run_dir / "alignment.json").exists():
+            continue
+        alignment = json.loads((run_dir / "alignment.json").read_text())
+        name = "fig4.png" if index == 0 else f"fig4-{index:02d}.png"
+        plot_fig4(load_run_results(run_dir), alignment, out / name)
+        lines.append(f"- `{name}`: {label} ({alignment['direction']}, tolerance {alignment['tolerance']})\n")
+        for seed, aligned in alignment["seeds"].items():
+            for p in aligned["phases"]:
+                flag = "" if p["within_tolerance"] else " (flagged)"
+                rows.append({"run": label, "seed": seed, **{k: p[k] for k in ALIGNMENT_COLUMNS[2:]}, "flag": flag})
+    if not rows:
+        return []
+    write_rows_csv(out / "alignment.csv", rows)
+    table = ["| " + " | ".join(ALIGNMENT_COLUMNS) + " |", "|" + "---|" * len(ALIGNMENT_COLUMNS)]
+    for r in rows:
+        cells = [f"{r[c]:.5f}" if isinstance(r[c], float) else str(r[c]) for c in ALIGNMENT_COLUMNS]
+        table.append("| " + " | ".join(cells) + f" |{r['flag']}")
+    intro = "Probe losses of the aligned pairs (the chosen snapshot vs the target arm's end of phase).\n"
+    return ["## Fig. 4: pretraining loss and aligned checkpoints\n", intro, "\n".join(table) + "\n", *lines]

@@ -16,6 +16,7 @@ import yaml
 
 from warmstart_hf.io import atomic_write_text, read_jsonl
 from warmstart_hf.report.finetune import fig3_rows, plot_fig3
+from warmstart_hf.report.pretraining import fig4_section
 from warmstart_hf.report.statistics import summarize_gap, t_interval
 from warmstart_hf.report.summary import average_test_accuracy, final_test_accuracy, optimizer_policies
 
@@ -273,10 +274,26 @@ FIG3_COLUMNS = [
 
 
 def write_study_report(paths: list[str | Path], out_dir: str | Path | None = None, margin: float = 1.0) -> Path:
-    """Write Fig. 1 (one per setting), Fig. 2, and the gap and strategy tables; return the folder."""
+    """Write Fig. 1 (one per setting), Fig. 2 (and Fig. 3 for finetuning runs), the gap and strategy
+    tables, and for pretraining runs Fig. 4 and the alignment table; return the folder."""
     runs = discover_runs(paths)
     out = Path(out_dir) if out_dir else Path(paths[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
+    pretraining = [r for r in runs if r.task == "mae_pretrain"]  # judged by probe loss, not accuracy
+    accuracy = [r for r in runs if r.task != "mae_pretrain"]
+    text = [
+        "# Study report\n",
+        f"Runs: {', '.join(str(p) for p in paths)}. Gaps are paired by seed, in accuracy points; intervals are "
+        f"95% t-intervals; the verdict uses two one-sided tests at a margin of {margin} point(s).\n",
+        *(_accuracy_sections(accuracy, out, margin) if accuracy else []),
+        *fig4_section([(r.label, r.run_dir) for r in pretraining], out),
+    ]
+    atomic_write_text(out / "report.md", "\n".join(text))
+    return out
+
+
+def _accuracy_sections(runs: list[RunInfo], out: Path, margin: float) -> list[str]:
+    """The gap and strategy tables, Figs. 1-3 (written to ``out``), as report.md sections."""
     gaps = gap_rows(runs, margin=margin)
     strategies = strategy_rows(runs)
     groups: dict[str, list[RunInfo]] = defaultdict(list)
@@ -327,10 +344,7 @@ def write_study_report(paths: list[str | Path], out_dir: str | Path | None = Non
         "Means over seeds (%) with 95% t-intervals; `gap`: warm - cold paired by seed (points).\n",
         _markdown(fig3, FIG3_COLUMNS),
     ]
-    text = [
-        "# Study report\n",
-        f"Runs: {', '.join(str(p) for p in paths)}. Gaps are paired by seed, in accuracy points; intervals are "
-        f"95% t-intervals; the verdict uses two one-sided tests at a margin of {margin} point(s).\n",
+    return [
         "## Gaps against cold\n",
         _markdown(gaps, gap_columns),
         *(fig3_section if fig3 else []),
@@ -344,5 +358,3 @@ def write_study_report(paths: list[str | Path], out_dir: str | Path | None = Non
         "- `fig2.png`: warm - cold, final test accuracy, per configuration\n",
         *(["- `fig3.png`: finetuning, warm vs cold per dataset, with and without augmentation\n"] if fig3 else []),
     ]
-    atomic_write_text(out / "report.md", "\n".join(text))
-    return out
