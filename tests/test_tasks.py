@@ -4,6 +4,7 @@ serve, and a recipe pairing a strategy with a task it cannot serve is refused (e
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -30,7 +31,8 @@ def toy_task(monkeypatch):
 
 def test_every_recipe_names_a_known_task_and_bad_pairings_fail(tiny_recipe, toy_task):
     assert parse_config(recipe=tiny_recipe).incremental.task == "classification"
-    known = r"\['classification', 'finetune', 'linear_probe', 'mae_pretrain', 'toy'\]"
+    known = re.escape(str(sorted(TASKS)))  # every registered task, the toy one included
+    assert "'toy'" in known and "'finetune'" in known
     with pytest.raises(ConfigError, match=r"`task` has value 'segmentation'.*known tasks are " + known):
         parse_config(recipe={**tiny_recipe, "task": "segmentation"})
     with pytest.raises(ConfigError) as info:  # cold does not declare toy
