@@ -269,6 +269,22 @@ def test_the_diagnostic_sample_follows_its_seed():
     assert diagnostic_sample(1000, 50, 3) != diagnostic_sample(1000, 50, 4)
 
 
+def test_the_device_resident_data_path_trains_exactly_as_rows(tiny_recipe):
+    """data_on_device: the same batches, so the same run, as reading rows through the DataLoader; it
+    is not part of the fingerprint (a run may switch it and resume)."""
+    timing = set(MEASURED_FIELDS)
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k not in timing} for r in records]
+
+    recipe = {**tiny_recipe, "num_train_epochs": 2, "label_noise": [0.3, 0.0, 0.0], "strategies": ["warm", "cold"]}
+    rows = run_experiment(parse_config(recipe={**recipe, "data_on_device": "never"}))
+    resident = run_experiment(parse_config(recipe={**recipe, "data_on_device": "always", "run_name": "resident"}))
+    for arm in ("warm-seed0", "cold-seed0"):
+        assert strip(_results(resident, arm)) == strip(_results(rows, arm))
+    assert "data_on_device" not in parse_config(recipe=recipe).experiment_fingerprint()["incremental"]
+
+
 def test_lazy_decoding_trains_exactly_as_the_decoded_copy(tiny_recipe):
     """decode: lazy (each row decoded when read) gives the same pixels, so the same run, as the eager
     decoded copy; label noise (a relabelled phase dataset) keeps the lazy transform."""

@@ -36,6 +36,20 @@ def test_two_processes_give_the_update_of_one(tmp_path):
     torch.testing.assert_close(torch.load(out), single, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_the_device_resident_data_path_gives_the_same_updates(tmp_path):
+    """Batches gathered by index from the device-resident tensors: the rows path's update, for
+    1 x B, B/2 x 2 accumulation and 2 processes x B/2."""
+    rows = one_step_update(16, 1, str(tmp_path / "a"))
+    torch.testing.assert_close(one_step_update(16, 1, str(tmp_path / "b"), data_on_device=True), rows, rtol=0, atol=0)
+    accumulated = one_step_update(8, 2, str(tmp_path / "c"), data_on_device=True)
+    torch.testing.assert_close(accumulated, rows, rtol=1e-4, atol=1e-6)
+    out = tmp_path / "two.pt"
+    proc = launch_two_cpu_processes(REPO / "tests" / "update_probe.py", str(out), "8", "1", "resident")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    torch.testing.assert_close(torch.load(out), rows, rtol=1e-4, atol=1e-6)
+
+
 def test_gradients_are_not_clipped_unless_the_recipe_says_so(tmp_path):
     from warmstart_hf.config import parse_config
 

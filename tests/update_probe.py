@@ -45,7 +45,12 @@ def pixels(num: int = 64) -> Dataset:
 
 
 def one_step_update(
-    batch: int, accumulation: int, output_dir: str, l2_lam: float = 0.01, max_grad_norm: float = 0.0
+    batch: int,
+    accumulation: int,
+    output_dir: str,
+    l2_lam: float = 0.01,
+    max_grad_norm: float = 0.0,
+    data_on_device: bool = False,
 ) -> torch.Tensor:
     model = tiny_batch_independent_model()
     before = torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
@@ -73,6 +78,7 @@ def one_step_update(
         train_dataset=pixels(),
         data_collator=collate_pixels,
         regularizer=l2_init_penalty(anchor, l2_lam),
+        data_on_device=data_on_device,
     )
     trainer.train()
     after = torch.cat([p.detach().reshape(-1).cpu() for p in trainer.model.parameters()])
@@ -81,9 +87,10 @@ def one_step_update(
 
 def main(argv: list[str]) -> None:
     out, batch, accumulation = argv[0], int(argv[1]), int(argv[2])
+    resident = argv[3:] == ["resident"]
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
-        update = one_step_update(batch, accumulation, scratch)
+        update = one_step_update(batch, accumulation, scratch, data_on_device=resident)
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         torch.save(update, out)
     if torch.distributed.is_initialized():

@@ -286,6 +286,14 @@ class IncrementalArguments:
     track_test_curve: bool = field(
         default=False, metadata={"help": "Evaluate test accuracy after every epoch (curves, steps-to-reach)."}
     )
+    data_on_device: Literal["auto", "always", "never"] = field(
+        default="auto",
+        metadata={
+            "help": "Hold each phase's training images on the training device as one uint8 tensor and batch them "
+            "by index there (the same batches and results as reading rows). auto: when they fit in a quarter of "
+            "the device's memory and decode is eager. Not part of the experiment's fingerprint."
+        },
+    )
     base_learning_rate: float | None = field(
         default=None,
         metadata={
@@ -438,7 +446,8 @@ class RecipeConfig:
     def experiment_fingerprint(self) -> dict[str, Any]:
         """The settings that define the results: a run directory must not mix two of them."""
         tr = self.training
-        incremental = {k: v for k, v in dataclasses.asdict(self.incremental).items() if k != "strategies"}
+        how = ("strategies", "data_on_device")  # which arms run, and where the data sits, change no result
+        incremental = {k: v for k, v in dataclasses.asdict(self.incremental).items() if k not in how}
         return {
             "data": dataclasses.asdict(self.data),
             "model": dataclasses.asdict(self.model),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,6 +296,7 @@ def _phase_trainer(arm: _Arm, phase: int, phase_dir: Path, train, model, start: 
         initial_optimizer_state=optimizer_state,
         regularizer=start.regularizer,
         callbacks=callbacks,
+        data_on_device=_data_on_device(arm, train),
         **options,
     )
     trainer.remove_callback(PrinterCallback)
@@ -355,6 +357,22 @@ def _on_training_device(arm: _Arm, model: torch.nn.Module) -> torch.nn.Module:
     if args.fsdp or args.deepspeed:
         return model
     return model.to(args.device)
+
+
+def _data_on_device(arm: _Arm, train) -> bool:
+    """``data_on_device``: always / never, or (auto) when the phase's decoded images fit in a quarter of
+    the training device's memory (the GPU's, or this machine's RAM)."""
+    mode, args = arm.config.incremental.data_on_device, arm.config.training
+    if mode != "auto":
+        return mode == "always"
+    if arm.config.data.decode == "lazy" or "pixel_values" not in (train.features or {}):
+        return False
+    size = len(train) * int(np.prod(train.features["pixel_values"].shape))
+    if args.device.type == "cuda":
+        memory = torch.cuda.get_device_properties(args.device).total_memory
+    else:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return size <= memory // 4
 
 
 def _reset_peak_memory() -> None:

@@ -52,6 +52,7 @@ class PhaseTrainer(Trainer):
         loss_classes: list[int] | None = None,
         optimizer_factory: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None,
         batch_mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        data_on_device: bool = False,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -74,11 +75,28 @@ class PhaseTrainer(Trainer):
         self.batch_mix = batch_mix  # (images, labels) -> (mixed images, soft targets): mixup / cutmix
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
+        # The phase's training batches, collated once and held on the training device; the DataLoader then
+        # yields only indices (same sampler, sharding and resume as rows would have).
+        self.resident = (
+            resident_batches(self.train_dataset, self.data_collator, self.args.device) if data_on_device else None
+        )
         self.add_callback(_EpochTrainAccuracy(self))
         self.add_callback(StopAtStepBoundary())
         self.add_callback(_SaveAfterEpochEnd())  # last: it sees every other callback's save request
 
+    def get_train_dataloader(self):
+        if self.resident is None:
+            return super().get_train_dataloader()
+        dataset, collator = self.train_dataset, self.data_collator
+        self.train_dataset, self.data_collator = _Indices(len(dataset)), _collate_indices
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.train_dataset, self.data_collator = dataset, collator
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "index" in inputs:  # the device-resident path: gather the batch where it lives
+            inputs = {key: values[inputs["index"]] for key, values in self.resident.items()}
         if model.training and self.augment is not None:
             inputs = {**inputs, "pixel_values": self.augment(inputs["pixel_values"])}
         if model.training and self.batch_mix is not None:
@@ -193,6 +211,35 @@ class PhaseTrainer(Trainer):
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+
+class _Indices(torch.utils.data.Dataset):
+    """0 .. n-1: what the DataLoader batches on the device-resident path."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def _collate_indices(indices: list[int]) -> dict[str, torch.Tensor]:
+    return {"index": torch.as_tensor(indices, dtype=torch.long)}
+
+
+def resident_batches(dataset, collator, device, chunk: int = 4096) -> dict[str, torch.Tensor]:
+    """The collator's output over the whole dataset (read in chunks), on ``device``: uint8 images and
+    labels, exactly what the per-row path would have collated."""
+    parts: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(dataset), chunk):
+        columns = dataset[start : start + chunk]
+        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        for key, value in collator(rows).items():
+            parts.setdefault(key, []).append(value)
+    return {key: torch.cat(values).to(device) for key, values in parts.items()}
 
 
 def mask_unseen_logits(logits: torch.Tensor, seen: list[int]) -> torch.Tensor:
