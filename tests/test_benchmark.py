@@ -29,3 +29,17 @@ def test_benchmark_reports_every_field(tiny_recipe, tmp_path, capsys):
         assert phase["overhead_seconds"] >= 0 and 0 <= phase["overhead_fraction"] < 1
     assert "| phase | images/s | overhead (s) |" in out
     assert not (tmp_path / "runs" / "tiny").exists()  # the project path ran in a scratch directory
+
+
+@pytest.mark.slow
+def test_benchmark_covers_a_task_without_labels(tmp_path, capsys):
+    """The plain loop of any task: MAE pretraining (images only, the model's own loss)."""
+    from tests.conftest import REPO
+
+    recipe = yaml.safe_load((REPO / "recipes" / "mae" / "demo_pretrain_mnist.yaml").read_text())
+    shrink = {"max_train_examples": 200, "max_test_examples": 60, "probe_examples": 20, "num_train_epochs": 1}
+    path = tmp_path / "mae.yaml"
+    path.write_text(yaml.safe_dump({**recipe, **shrink, "num_phases": 2, "output_dir": str(tmp_path / "runs")}))
+    assert main_benchmark([str(path), "--device", "cpu", "--plain_epochs", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["plain_images_per_second"] > 0 and [p["phase"] for p in result["phases"]] == [0, 1]

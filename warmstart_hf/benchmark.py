@@ -1,11 +1,12 @@
 """Throughput of the project's phase path next to a plain PyTorch loop, in one process, on the same
-model, data, augmentation and device (``scripts/benchmark.py``).
+model, data, augmentation and device (``scripts/benchmark.py``), for any task (classification,
+finetune, mae_pretrain, linear_probe, mae_finetune).
 
 The project path is the real one: ``run_experiment`` on the recipe (one warm arm, every phase), so the
 Trainer, the loop, the strategy, evaluation, diagnostics and checkpoints all count. The plain loop
 trains the same initial model on the last phase's training set, held on the device as one uint8
-tensor, with the project's batched augmentation and the same optimizer settings, timed after one
-warm-up epoch. Figures: images/s of each and their ratio; per phase the overhead (the phase's wall
+tensor, with the task's batched augmentation, the model's own loss and the same optimizer, timed
+after one warm-up epoch. Figures: images/s of each and their ratio; per phase the overhead (the phase's wall
 time outside ``trainer.train``: strategy, diagnostics, evaluation) and the peak memory.
 """
 
@@ -18,14 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import Trainer
 
 from warmstart_hf.config import RecipeConfig, parse_config
 from warmstart_hf.loop import run_experiment
 from warmstart_hf.tasks import create_task
+from warmstart_hf.trainer import resident_batches
 
 
 def _optimizer(config: RecipeConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -36,25 +36,31 @@ def _optimizer(config: RecipeConfig, model: torch.nn.Module) -> torch.optim.Opti
 
 
 def plain_loop_images_per_second(config: RecipeConfig, epochs: int = 2) -> float:
-    """A hand-written loop over device-resident uint8 data: the reference the project is held to."""
+    """A hand-written loop over device-resident data: the reference the project is held to. Any task:
+    the task's collated batches (images, and labels where it has them), its training transform, its
+    model's own loss, and its optimizer (a task's own, e.g. the probe's LARS, else the Trainer's)."""
     device = config.training.device
     task = create_task(config)
     data = task.prepare()
-    train = data.train.select(data.plan.train_indices(data.plan.num_phases - 1))
-    pixels = torch.from_numpy(np.asarray(train["pixel_values"][:]).astype(np.uint8)).to(device)
-    labels = torch.as_tensor(np.asarray(train["labels"][:])).to(device)
+    last = data.plan.num_phases - 1
+    train = task.train_dataset(data, last)
+    options = task.trainer_options(data, last)
+    tensors = resident_batches(train, options["data_collator"], device)
     model = task.initial_model(data, config.training.seed).to(device).train()
-    optimizer = _optimizer(config, model)
-    augment = task.augmentation(data)  # the task's training transform (crop + flip, RandomResizedCrop, ...)
-    batch = config.training.per_device_train_batch_size
+    factory = options.get("optimizer_factory")
+    optimizer = factory(model) if factory else _optimizer(config, model)
+    augment, batch = options.get("augment"), config.training.per_device_train_batch_size
+    size = len(next(iter(tensors.values())))
     seen, started = 0, None
     for epoch in range(epochs + 1):  # epoch 0 warms up (allocations, kernels)
         if epoch == 1:
             _synchronize(device)
             started = time.perf_counter()
-        for index in torch.randperm(len(labels), device=device).split(batch):
-            x = pixels[index] if augment is None else augment(pixels[index])
-            loss = F.cross_entropy(model(x).logits.float(), labels[index])
+        for index in torch.randperm(size, device=device).split(batch):
+            inputs = {key: values[index] for key, values in tensors.items()}
+            if augment is not None:
+                inputs["pixel_values"] = augment(inputs["pixel_values"])
+            loss = model(**inputs).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
