@@ -73,8 +73,11 @@ def test_reference_initialisation_differs_from_transformers_where_documented():
     reference, hf = create_mae(config, 0, "reference"), create_mae(config, 0, "hf")
     assert hf.decoder.mask_token.abs().sum() == 0 and reference.decoder.mask_token.abs().sum() > 0
     query = reference.vit.layers[0].attention.q_proj.weight
-    bound = (6 / (query.shape[0] + query.shape[1])) ** 0.5  # Xavier-uniform
+    bound = (6 / (3 * query.shape[0] + query.shape[1])) ** 0.5  # Xavier-uniform of the fused 3d x d qkv matrix
     assert query.abs().max() <= bound and query.abs().max() > 0.8 * bound
+    fc = reference.vit.layers[0].mlp.fc1.weight
+    fc_bound = (6 / (fc.shape[0] + fc.shape[1])) ** 0.5
+    assert fc.abs().max() <= fc_bound and fc.abs().max() > 0.8 * fc_bound
     assert torch.all(reference.vit.layers[0].attention.q_proj.bias == 0)
 
 
@@ -248,3 +251,31 @@ def test_mixup_mixes_each_batch_with_its_reverse_and_the_targets_say_how(tmp_pat
     expected = lam * images.float() / 255 + (1 - lam) * images.flip(0).float() / 255
     assert torch.allclose(mixed, expected, atol=1e-6)
     assert targets[0, 5] == pytest.approx(float((1 - lam) * 0.9 + 0.01), abs=1e-6)  # the reversed partner
+
+
+def test_position_embeddings_are_the_fixed_sin_cos_tables_and_heads_reload():
+    """transformers 5.24 leaves ViTMAE's position tables at zero when built from a config: ours are
+    written explicitly, in both inits; the probe and finetuning models round-trip through from_pretrained."""
+    import tempfile
+
+    from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
+
+    from warmstart_hf.models.probe import MaeClassifier, MaeFinetuneConfig, MaeLinearProbe, MaeProbeConfig
+
+    for init in ("reference", "hf"):
+        model = create_mae(_tiny_config(), 0, init)
+        for table in (model.vit.embeddings.position_embeddings, model.decoder.decoder_pos_embed):
+            values = build_2d_sinusoidal_position_embedding(2, 2, table.shape[-1], cls_token=True).float()
+            half = values.shape[-1] // 2
+            assert torch.allclose(table[0], torch.cat([values[:, half:], values[:, :half]], dim=-1))
+            assert table.abs().sum() > 0 and not table.requires_grad
+    images = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    for cls, config in ((MaeLinearProbe, MaeProbeConfig), (MaeClassifier, MaeFinetuneConfig)):
+        model = cls(config(encoder=_tiny_config().to_dict(), num_labels=3)).eval()
+        with tempfile.TemporaryDirectory() as folder:
+            model.save_pretrained(folder)
+            back = cls.from_pretrained(folder).eval()
+        assert torch.equal(model(images).logits, back(images).logits)
+    assert MaeClassifier(
+        MaeFinetuneConfig(encoder=_tiny_config().to_dict(), num_labels=3)
+    ).vit.embeddings.position_embeddings.requires_grad

@@ -417,7 +417,8 @@ def push_downstream_cards(run_dir: Path, rows: list[dict[str, Any]], token: str 
             phase = int(branch.split("-")[1])
             table = _downstream_table(rows, arm_dir.name, phase, kind)
             shown = [r for r in records if r["phase"] <= phase]
-            card = render_card(arm_dir, shown, state["repo_id"], branch=branch, downstream=table)
+            note = state.get("aligned_notes", {}).get(branch, "")  # an aligned card keeps its alignment note
+            card = render_card(arm_dir, shown, state["repo_id"], branch=branch, note=note, downstream=table)
             _push_card(card, state["repo_id"], branch, token)
 
 
@@ -455,6 +456,7 @@ def _push_aligned_arm(arm_dir: Path, repo_id: str, phases: list[dict[str, Any]],
         folder = arm_dir / p["chosen_snapshot"]
         commit = _push_folder(api, arm_dir, repo_id, shown, folder, branch, RETRY, note=note)
         state.setdefault("aligned", {})[branch] = commit
+        state.setdefault("aligned_notes", {})[branch] = note
         _write_state(arm_dir, state, records)
 
 

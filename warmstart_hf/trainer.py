@@ -230,7 +230,7 @@ def _collate_indices(indices: list[int]) -> dict[str, torch.Tensor]:
     return {"index": torch.as_tensor(indices, dtype=torch.long)}
 
 
-def resident_batches(dataset, collator, device, chunk: int = 4096) -> dict[str, torch.Tensor]:
+def resident_batches(dataset, collator, device, chunk: int = 512) -> dict[str, torch.Tensor]:
     """The collator's output over the whole dataset (read in chunks), on ``device``: uint8 images and
     labels, exactly what the per-row path would have collated."""
     parts: dict[str, list[torch.Tensor]] = {}

@@ -66,6 +66,7 @@ class MaeLinearProbe(PreTrainedModel):
         nn.init.trunc_normal_(self.head[1].weight, std=0.01)
         nn.init.zeros_(self.head[1].bias)
         self.vit.requires_grad_(False)
+        self.post_init()
 
     def _init_weights(self, module):
         """The encoder comes from pretraining and the head is drawn in __init__: nothing to redo."""
@@ -120,6 +121,9 @@ class MaeClassifier(PreTrainedModel):
         self.head = nn.Linear(encoder.hidden_size, config.num_labels)
         nn.init.trunc_normal_(self.head.weight, std=2e-5)
         nn.init.zeros_(self.head.bias)
+        # the reference finetunes its (sin-cos initialised) position embedding, which pretraining froze
+        self.vit.embeddings.position_embeddings.requires_grad_(True)
+        self.post_init()
 
     def _init_weights(self, module):
         """The encoder comes from pretraining and the head is drawn in __init__: nothing to redo."""

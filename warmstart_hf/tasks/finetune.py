@@ -46,7 +46,6 @@ class Finetune(CroppedViews, Classification):
     """A pretrained timm network finetuned phase after phase (full, LoRA or linear); accuracy as the
     classification task's; ``start_distance_to_pretrained`` in every record."""
 
-
     def prepare(self) -> FinetuneData:
         weights = load_pretrained(self.config.model.pretrained)  # fails fast, before any decoding
         d, inc, mode = self.config.data, self.config.incremental, self.config.model.finetune_mode
@@ -109,8 +108,6 @@ class Finetune(CroppedViews, Classification):
             merged_copy(trainer.model).save_pretrained(directory)
             tensors = {k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
             save_file(tensors, str(directory / LORA_STATE_FILE))
-
-
 
     def start_record(self, model: nn.Module, data: FinetuneData, phase: int) -> dict[str, Any]:
         return {"start_distance_to_pretrained": distance_to_pretrained(model, data.pretrained)}

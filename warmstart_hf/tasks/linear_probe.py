@@ -61,7 +61,6 @@ def load_mae_encoder(value: str) -> tuple[dict, dict[str, torch.Tensor]]:
 class LinearProbe(CroppedViews, Classification):
     """A frozen MAE encoder's class token, BatchNorm (no affine) + linear head, LARS."""
 
-
     def prepare(self) -> ProbeData:
         encoder, state = load_mae_encoder(self.config.model.pretrained)  # fails fast, before decoding
         source, plan = self._source_and_plan()
@@ -105,8 +104,6 @@ class LinearProbe(CroppedViews, Classification):
 
     def load_model(self, directory: Path) -> nn.Module:
         return MaeLinearProbe.from_pretrained(directory)
-
-
 
     def trainer_options(self, data: ProbeData, phase: int) -> dict[str, Any]:
         lr = self.config.training.learning_rate

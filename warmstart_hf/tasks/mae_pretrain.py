@@ -52,7 +52,6 @@ class MaePretrain(CroppedViews, Classification):
 
     best_metric = ""
 
-
     def prepare(self) -> MaeData:
         source, plan = self._source_and_plan()
         train, test, validation = self._decode(source)
@@ -89,8 +88,6 @@ class MaePretrain(CroppedViews, Classification):
     def load_model(self, directory: Path) -> nn.Module:
         return PixelViTMAE.from_pretrained(directory)
 
-
-
     def trainer_options(self, data: MaeData, phase: int) -> dict[str, Any]:
         every = self.config.incremental.probe_every_steps
         return {
@@ -110,6 +107,7 @@ class MaePretrain(CroppedViews, Classification):
         """The end-of-phase probe loss and the phase's probe curve (snapshots relative to the arm)."""
         final = probe_loss(trainer.model, data.probe_images, data.probe_noise)
         phase_dir = f"phase-{phase:02d}"
+        last = int(trainer.state.global_step)  # a snapshot at the last step is the phase model itself
         curve = [
             {
                 "step": e["step"],
@@ -117,9 +115,9 @@ class MaePretrain(CroppedViews, Classification):
                 "snapshot": f"{phase_dir}/{SNAPSHOTS}/step-{e['step']:07d}",
             }
             for e in trainer.state.log_history
-            if "probe_loss" in e
+            if "probe_loss" in e and e["step"] != last
         ]
-        curve.append({"step": int(trainer.state.global_step), "probe_loss": final, "snapshot": phase_dir})
+        curve.append({"step": last, "probe_loss": final, "snapshot": phase_dir})
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
         return {
             "num_train_examples": len(train),
