@@ -270,14 +270,15 @@ def test_the_diagnostic_sample_follows_its_seed():
 
 
 def test_the_device_resident_data_path_trains_exactly_as_rows(tiny_recipe):
-    """data_on_device: the same batches, so the same run, as reading rows through the DataLoader; it
-    is not part of the fingerprint (a run may switch it and resume)."""
+    """data_on_device: the same batches, so the same run, as reading rows through the DataLoader (training,
+    per-epoch evaluation and the end-of-phase predictions); not part of the fingerprint."""
     timing = set(MEASURED_FIELDS)
 
     def strip(records):
         return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
     recipe = {**tiny_recipe, "num_train_epochs": 2, "label_noise": [0.3, 0.0, 0.0], "strategies": ["warm", "cold"]}
+    recipe["track_test_curve"] = True  # per-epoch evaluation reads the resident test set too
     rows = run_experiment(parse_config(recipe={**recipe, "data_on_device": "never"}))
     resident = run_experiment(parse_config(recipe={**recipe, "data_on_device": "always", "run_name": "resident"}))
     for arm in ("warm-seed0", "cold-seed0"):

@@ -255,7 +255,7 @@ def _run_phase(arm: _Arm, phase: int, model, carried_state) -> tuple[torch.nn.Mo
     record["peak_memory_mb"] = _peak_memory_mb()
     carried_state = unwrap_optimizer_state(trainer.optimizer) if arm.strategy.carries_optimizer_state() else None
     _save_phase(arm, phase_dir, trainer, record, carried_state, start.companions)
-    trainer.resident = None  # the phase's device-resident images: freed now, not when the GC finds the trainer
+    trainer.release_resident()
     return model, carried_state
 
 

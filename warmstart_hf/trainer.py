@@ -80,6 +80,8 @@ class PhaseTrainer(Trainer):
         self.resident = (
             resident_batches(self.train_dataset, self.data_collator, self.args.device) if data_on_device else None
         )
+        self._evaluated: dict[int, dict[str, torch.Tensor]] = {}  # resident evaluation sets, by dataset
+        self._gather_from: dict[str, torch.Tensor] | None = None  # the set the current prediction loop reads
         self.add_callback(_EpochTrainAccuracy(self))
         self.add_callback(StopAtStepBoundary())
         self.add_callback(_SaveAfterEpochEnd())  # last: it sees every other callback's save request
@@ -120,6 +122,9 @@ class PhaseTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if "index" in inputs:  # a resident evaluation set: gather the batch where it lives
+            index = inputs["index"].to(self.args.device)
+            inputs = {key: values[index] for key, values in self._gather_from.items()}
         if self.eval_transform is not None:  # on the device (moving inputs twice is a no-op)
             inputs = self._prepare_inputs(inputs)
             inputs = {**inputs, "pixel_values": self.eval_transform(inputs["pixel_values"])}
@@ -147,12 +152,38 @@ class PhaseTrainer(Trainer):
             prune_checkpoints(folder.parent, limit, {self.state.best_model_checkpoint})
 
     def get_eval_dataloader(self, eval_dataset=None):
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        dataset = self.eval_dataset[dataset] if isinstance(dataset, str) else dataset
         with _keep_last_batch(self.args):
-            return super().get_eval_dataloader(eval_dataset)
+            if self.resident is None:
+                return super().get_eval_dataloader(eval_dataset)
+            return self._resident_loader(dataset, super().get_eval_dataloader)
 
     def get_test_dataloader(self, test_dataset):
         with _keep_last_batch(self.args):
-            return super().get_test_dataloader(test_dataset)
+            if self.resident is None:
+                return super().get_test_dataloader(test_dataset)
+            return self._resident_loader(test_dataset, super().get_test_dataloader)
+
+    def _resident_loader(self, dataset, make):
+        """With the training data on the device, evaluation sets go there too (collated once per set and
+        phase; the training set's own tensors serve its prediction); the loader then yields indices."""
+        if dataset is self.train_dataset:
+            self._gather_from = self.resident
+        else:
+            if id(dataset) not in self._evaluated:
+                self._evaluated[id(dataset)] = resident_batches(dataset, self.data_collator, self.args.device)
+            self._gather_from = self._evaluated[id(dataset)]
+        collator = self.data_collator
+        self.data_collator = _collate_indices
+        try:
+            return make(_Indices(len(dataset)))
+        finally:
+            self.data_collator = collator
+
+    def release_resident(self) -> None:
+        """Free the phase's device-resident tensors now, not when the GC collects the trainer."""
+        self.resident, self._evaluated, self._gather_from = None, {}, None
 
     def get_decay_parameter_names(self, model) -> list[str]:
         if self.weight_decay_scope == "all":
