@@ -19,6 +19,7 @@ from warmstart_hf.hub import push_downstream_cards
 from warmstart_hf.io import atomic_write_text, read_jsonl
 from warmstart_hf.report.alignment import DIRECTIONS
 from warmstart_hf.report.statistics import t_interval
+from warmstart_hf.report.summary import write_rows_csv
 
 
 def checkpoints(run_dir: Path) -> list[dict[str, Any]]:
@@ -54,7 +55,7 @@ def evaluate_run(run_dir: str | Path, recipes: list[str]) -> Path:
             if key not in done:
                 done[key] = _evaluate(recipe, Path(recipe_path).stem, point, out)
             rows.append({**point, "recipe": Path(recipe_path).stem, "test_accuracy": done[key]})
-    atomic_write_text(out / "downstream.csv", _csv(rows))
+    write_rows_csv(out / "downstream.csv", rows)
     table = fig5_rows(rows)
     atomic_write_text(out / "downstream.md", _markdown(table))
     plot_fig5(table, out / "fig5.png")
@@ -93,11 +94,6 @@ def fig5_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return table
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    keys = list(rows[0]) if rows else []
-    return "\n".join([",".join(keys), *(",".join(str(r[k]) for k in keys) for r in rows)]) + "\n"
 
 
 def _markdown(table: list[dict[str, Any]]) -> str:

@@ -21,6 +21,7 @@ from transformers import (
 from transformers.modeling_outputs import ImageClassifierOutput
 
 import warmstart_hf.models.resnet_cifar  # noqa: F401 - registers resnet18_cifar with timm
+from warmstart_hf.models.normalize import unit_float
 
 
 class TimmClassifierConfig(PretrainedConfig):
@@ -90,8 +91,7 @@ class TimmImageClassifier(PreTrainedModel):
         """Keep timm's initialization: a cold start is timm's default draw, not the HF scheme."""
 
     def normalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = pixel_values.float() if pixel_values.is_floating_point() else pixel_values.float() / 255.0
-        return (x - self.image_mean) / self.image_std
+        return (unit_float(pixel_values) - self.image_mean) / self.image_std
 
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Penultimate (pooled) features, for diagnostics and probes."""

@@ -26,22 +26,18 @@ from torch import nn
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
 
+from warmstart_hf.models.normalize import normalize_pixels
+
 
 class PixelViTMAE(ViTMAEForPreTraining):
     """ViTMAE pretraining on uint8 or [0, 1] float images (normalised here with config.image_mean/std)."""
 
     accepts_loss_kwargs = False  # the loss is a per-batch mean (see PhaseTrainer)
 
-    def normalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = pixel_values.float() if pixel_values.is_floating_point() else pixel_values.float() / 255.0
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.config.image_mean, device=x.device).view(shape)
-        std = torch.tensor(self.config.image_std, device=x.device).view(shape)
-        return (x - mean) / std
-
     def forward(self, pixel_values: torch.Tensor, noise: torch.Tensor | None = None, **kwargs):
         kwargs.pop("labels", None)
-        return super().forward(pixel_values=self.normalize(pixel_values), noise=noise, **kwargs)
+        x = normalize_pixels(pixel_values, self.config.image_mean, self.config.image_std)
+        return super().forward(pixel_values=x, noise=noise, **kwargs)
 
 
 def build_mae_config(

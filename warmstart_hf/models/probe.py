@@ -27,6 +27,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from warmstart_hf.models.normalize import normalize_pixels
+
 
 class MaeProbeConfig(PretrainedConfig):
     model_type = "warmstart_mae_probe"
@@ -139,10 +141,7 @@ class MaeClassifier(PreTrainedModel):
 
 
 def _normalised(pixel_values: torch.Tensor, encoder: ViTMAEConfig) -> torch.Tensor:
-    x = pixel_values.float() if pixel_values.is_floating_point() else pixel_values.float() / 255.0
-    mean = torch.tensor(encoder.image_mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(encoder.image_std, device=x.device).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return normalize_pixels(pixel_values, encoder.image_mean, encoder.image_std)
 
 
 def _identity_order(pixel_values: torch.Tensor, encoder: ViTMAEConfig) -> torch.Tensor:

@@ -41,6 +41,7 @@ class Task:
     name: str = ""
     best_metric: str = ""  # the per-epoch metric early stopping keeps the best of
     crops: bool = False  # stored images are cropped to crop_size on the device (random_resized_crop allowed)
+    needs_pretrained: bool = False  # starts from the recipe's `pretrained` network (and only such tasks take it)
 
     def __init__(self, config: RecipeConfig):
         self.config = config

@@ -30,6 +30,7 @@ from warmstart_hf.metrics.diagnostics import (
 )
 from warmstart_hf.metrics.evaluation import masked_predictions
 from warmstart_hf.models import TimmImageClassifier, build_classifier_config, create_classifier
+from warmstart_hf.models.normalize import unit_float
 from warmstart_hf.seeding import derive_seed
 from warmstart_hf.tasks.base import Task, TaskData
 from warmstart_hf.tasks.registry import register_task
@@ -157,8 +158,7 @@ class Classification(Task):
             label_smoothing=self.config.training.label_smoothing_factor,
             num_classes=data.model_config.num_labels,
         )
-        to_unit = lambda x: x if x.is_floating_point() else x.float() / 255.0  # noqa: E731 - the model's [0, 1] floats
-        return lambda images, labels: mix(to_unit(images), labels)
+        return lambda images, labels: mix(unit_float(images), labels)  # the models take [0, 1] floats
 
     def _eval_sets(self, data: TaskData, phase: int) -> dict[str, Dataset]:
         """Per-epoch evaluation sets: the validation split (early stopping) and the test examples of the

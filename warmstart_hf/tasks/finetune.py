@@ -31,7 +31,6 @@ from warmstart_hf.tasks.classification import Classification
 from warmstart_hf.tasks.registry import TASKS, register_task
 from warmstart_hf.tasks.views import CroppedViews
 
-PRETRAINED_TASKS = ("finetune", "linear_probe", "mae_finetune")  # the tasks that start from `pretrained`
 LORA_STATE_FILE = "lora_state.safetensors"  # adapters + base + buffers, unmerged: what a warm phase continues
 
 
@@ -45,6 +44,8 @@ class FinetuneData(TaskData):
 class Finetune(CroppedViews, Classification):
     """A pretrained timm network finetuned phase after phase (full, LoRA or linear); accuracy as the
     classification task's; ``start_distance_to_pretrained`` in every record."""
+
+    needs_pretrained = True
 
     def prepare(self) -> FinetuneData:
         weights = load_pretrained(self.config.model.pretrained)  # fails fast, before any decoding
@@ -154,7 +155,7 @@ def check_finetune(config: RecipeConfig) -> None:
     """Recipe check: ``pretrained`` goes with task finetune (and only with it); random_resized_crop
     needs the finetune pipeline and comes first."""
     m, inc = config.model, config.incremental
-    needs = inc.task in PRETRAINED_TASKS
+    needs = inc.task in TASKS and TASKS[inc.task].needs_pretrained
     if needs and not m.pretrained:
         raise ConfigError(
             f"Recipe field `pretrained` is unset, but task {inc.task} needs it. Fix: set `pretrained` (e.g. "
@@ -167,10 +168,3 @@ def check_finetune(config: RecipeConfig) -> None:
         )
     if inc.task == "finetune":
         _check_finetune_options(config)
-    crops = inc.task in TASKS and TASKS[inc.task].crops
-    if "random_resized_crop" in inc.augmentation and (not crops or inc.augmentation[0] != "random_resized_crop"):
-        raise ConfigError(
-            f"Recipe field `augmentation` has value {inc.augmentation!r}; random_resized_crop belongs to the tasks "
-            "that crop (finetune, mae_pretrain, linear_probe) and must come first (it sets the input size). Fix: "
-            "reorder or remove it."
-        )

@@ -61,6 +61,8 @@ def load_mae_encoder(value: str) -> tuple[dict, dict[str, torch.Tensor]]:
 class LinearProbe(CroppedViews, Classification):
     """A frozen MAE encoder's class token, BatchNorm (no affine) + linear head, LARS."""
 
+    needs_pretrained = True
+
     def prepare(self) -> ProbeData:
         encoder, state = load_mae_encoder(self.config.model.pretrained)  # fails fast, before decoding
         source, plan = self._source_and_plan()

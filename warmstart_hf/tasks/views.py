@@ -4,9 +4,10 @@ to ``crop_size`` plus the recipe's other augmentations; without it, the evaluati
 
 from __future__ import annotations
 
-from warmstart_hf.config import RecipeConfig
+from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
 from warmstart_hf.data import build_augmentation
 from warmstart_hf.data.augment import BatchTransform, resize_center_crop
+from warmstart_hf.tasks.registry import TASKS
 
 
 class CroppedViews:
@@ -19,6 +20,21 @@ class CroppedViews:
 
     def augmentation(self, data) -> BatchTransform:
         return training_view(self.config, data.crop_size)
+
+
+@register_recipe_check
+def check_random_resized_crop(config: RecipeConfig) -> None:
+    """Recipe check: random_resized_crop sets the input size, so it belongs to the tasks that crop and
+    comes first."""
+    inc = config.incremental
+    crops = inc.task in TASKS and TASKS[inc.task].crops
+    if "random_resized_crop" in inc.augmentation and (not crops or inc.augmentation[0] != "random_resized_crop"):
+        croppers = sorted(name for name, task in TASKS.items() if task.crops)
+        raise ConfigError(
+            f"Recipe field `augmentation` has value {inc.augmentation!r}; random_resized_crop belongs to the tasks "
+            f"that crop ({', '.join(croppers)}) and must come first (it sets the input size). Fix: reorder or "
+            "remove it."
+        )
 
 
 def evaluation_view(config: RecipeConfig, crop_size: int) -> BatchTransform:
