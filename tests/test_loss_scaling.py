@@ -70,3 +70,52 @@ def test_a_plain_trainer_also_takes_the_loss_as_a_per_batch_mean(tmp_path):
 
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     assert Trainer(model=tiny_batch_independent_model(), args=args).model_accepts_loss_kwargs is False
+
+
+def test_the_fast_path_gives_the_same_update(tmp_path):
+    """channels_last (weights and batches, NHWC) and the fused optimizer kernel change how the step
+    runs, not what it computes: the default path's update up to floating-point reordering."""
+    default = one_step_update(16, 1, str(tmp_path / "a"))
+    fast = one_step_update(16, 1, str(tmp_path / "b"), fast_path=True)
+    torch.testing.assert_close(fast, default, rtol=1e-4, atol=1e-6)
+    accumulated = one_step_update(8, 2, str(tmp_path / "c"), fast_path=True, data_on_device=True)
+    torch.testing.assert_close(accumulated, default, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_compiled_model_gives_the_same_update(tmp_path):
+    """``torch_compile: true`` (the Trainer's field; inductor on CPU here, CUDA graphs with
+    ``torch_compile_mode: reduce-overhead`` on a GPU) trains the same step."""
+    from torch._dynamo.utils import counters
+
+    default = one_step_update(16, 1, str(tmp_path / "a"), data_on_device=True)
+    counters.clear()
+    compiled = one_step_update(
+        16, 1, str(tmp_path / "b"), data_on_device=True, fast_path=True, torch_compile=True,
+        torch_compile_mode="reduce-overhead",  # on a CPU: inductor without the CUDA graphs
+    )  # fmt: skip
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo did compile the model
+    torch.testing.assert_close(compiled, default, rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_norm_is_logged_only_when_clipping_computes_it(tmp_path):
+    """Without clipping the Trainer would take a full pass over the gradients every step only to log
+    their norm; with clipping the norm it computed is logged."""
+    from transformers import TrainingArguments
+
+    from tests.update_probe import pixels, tiny_batch_independent_model
+    from warmstart_hf.data import collate_pixels
+    from warmstart_hf.trainer import PhaseTrainer
+
+    for clip in (0.0, 1.0):
+        args = TrainingArguments(
+            output_dir=str(tmp_path / str(clip)), use_cpu=True, per_device_train_batch_size=16, max_steps=2,
+            logging_steps=1, max_grad_norm=clip, save_strategy="no", report_to="none", remove_unused_columns=False,
+            disable_tqdm=True,
+        )  # fmt: skip
+        trainer = PhaseTrainer(
+            model=tiny_batch_independent_model(), args=args, train_dataset=pixels(), data_collator=collate_pixels
+        )
+        trainer.train()
+        norms = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
+        assert len(norms) == (2 if clip else 0) and all(n > 0 for n in norms)

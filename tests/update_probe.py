@@ -20,6 +20,7 @@ from torch import nn
 from transformers import TrainingArguments
 
 from warmstart_hf.data import collate_pixels
+from warmstart_hf.fast_path import to_channels_last
 from warmstart_hf.models import build_classifier_config, create_classifier
 from warmstart_hf.strategies.regularizers import l2_init_penalty
 from warmstart_hf.trainer import PhaseTrainer
@@ -51,8 +52,14 @@ def one_step_update(
     l2_lam: float = 0.01,
     max_grad_norm: float = 0.0,
     data_on_device: bool = False,
+    fast_path: bool = False,
+    **training: object,
 ) -> torch.Tensor:
+    """``fast_path``: channels-last weights and batches and the fused optimizer; ``training``: other
+    TrainingArguments (e.g. ``torch_compile``)."""
     model = tiny_batch_independent_model()
+    if fast_path:
+        model = to_channels_last(model)
     before = torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
     anchor = {name: p.detach() + 0.05 for name, p in model.named_parameters()}  # a non-zero regularizer gradient
     args = TrainingArguments(
@@ -71,6 +78,7 @@ def one_step_update(
         remove_unused_columns=False,
         disable_tqdm=True,
         seed=7,
+        **training,
     )
     trainer = PhaseTrainer(
         model=model,
@@ -79,8 +87,12 @@ def one_step_update(
         data_collator=collate_pixels,
         regularizer=l2_init_penalty(anchor, l2_lam),
         data_on_device=data_on_device,
+        channels_last=fast_path,
+        fused_optimizer=fast_path,
     )
     trainer.train()
+    if training.get("max_grad_norm", max_grad_norm) <= 0:  # no clipping: no per-step gradient-norm pass to log
+        assert all("grad_norm" not in entry for entry in trainer.state.log_history)
     after = torch.cat([p.detach().reshape(-1).cpu() for p in trainer.model.parameters()])
     return after - before
 

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from warmstart_hf.config import RecipeConfig, parse_config
+from warmstart_hf.config import ConfigError, RecipeConfig, parse_config
+from warmstart_hf.fast_path import channels_last_batch, fused, to_channels_last
 from warmstart_hf.loop import run_experiment
 from warmstart_hf.tasks import create_task
 from warmstart_hf.trainer import resident_batches
@@ -35,38 +36,52 @@ def _optimizer(config: RecipeConfig, model: torch.nn.Module) -> torch.optim.Opti
     return cls(model.parameters(), weight_decay=config.training.weight_decay, **kwargs)
 
 
-def plain_loop_images_per_second(config: RecipeConfig, epochs: int = 2) -> float:
+def plain_loop_images_per_second(config: RecipeConfig, epochs: int = 2, compile_mode: str | None = None) -> float:
     """A hand-written loop over device-resident data: the reference the project is held to. Any task:
     the task's collated batches (images, and labels where it has them), its training transform, its
-    model's own loss, and its optimizer (a task's own, e.g. the probe's LARS, else the Trainer's)."""
-    device = config.training.device
+    model's own loss, and its optimizer (a task's own, e.g. the probe's LARS, else the Trainer's), in the
+    recipe's precision (bf16 autocast) and fast-path choices (channels_last, fused_optimizer).
+    ``compile_mode``: ``torch.compile`` the model (``reduce-overhead``: CUDA graphs; full batches only,
+    so every step has one shape)."""
+    device, inc = config.training.device, config.incremental
     task = create_task(config)
     data = task.prepare()
     last = data.plan.num_phases - 1
-    train = task.train_dataset(data, last)
     options = task.trainer_options(data, last)
-    tensors = resident_batches(train, options["data_collator"], device)
+    tensors = resident_batches(task.train_dataset(data, last), options["data_collator"], device)
     model = task.initial_model(data, config.training.seed).to(device).train()
+    model = to_channels_last(model) if inc.channels_last else model
     factory = options.get("optimizer_factory")
     optimizer = factory(model) if factory else _optimizer(config, model)
+    optimizer = fused(optimizer) if inc.fused_optimizer else optimizer
+    forward = torch.compile(model, mode=compile_mode) if compile_mode else model
     augment, batch = options.get("augment"), config.training.per_device_train_batch_size
     size = len(next(iter(tensors.values())))
     seen, started = 0, None
-    for epoch in range(epochs + 1):  # epoch 0 warms up (allocations, kernels)
+    for epoch in range(epochs + 1):  # epoch 0 warms up (allocations, kernels, compilation)
         if epoch == 1:
             _synchronize(device)
             started = time.perf_counter()
         for index in torch.randperm(size, device=device).split(batch):
-            inputs = {key: values[index] for key, values in tensors.items()}
-            if augment is not None:
-                inputs["pixel_values"] = augment(inputs["pixel_values"])
-            loss = model(**inputs).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if compile_mode and len(index) < batch:
+                continue
+            _plain_step(config, forward, optimizer, {key: values[index] for key, values in tensors.items()}, augment)
             seen += len(index) if epoch > 0 else 0
     _synchronize(device)
     return seen / (time.perf_counter() - started)
+
+
+def _plain_step(config: RecipeConfig, model, optimizer, inputs: dict[str, torch.Tensor], augment) -> None:
+    if augment is not None:
+        inputs["pixel_values"] = augment(inputs["pixel_values"])
+    if config.incremental.channels_last:
+        inputs["pixel_values"] = channels_last_batch(inputs["pixel_values"])
+    device = config.training.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(config.training.bf16)):
+        loss = model(**inputs).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def _synchronize(device: torch.device) -> None:
@@ -85,10 +100,12 @@ def project_phases(config: RecipeConfig) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
-def run_benchmark(argv: list[str], epochs: int = 2) -> dict[str, Any]:
+def run_benchmark(argv: list[str], epochs: int = 2, compile_mode: str | None = None) -> dict[str, Any]:
     """Parse ``RECIPE [--field value ...]``, measure both paths, return every figure."""
     config = parse_config(argv)
-    plain = plain_loop_images_per_second(config, epochs)
+    if config.training.fp16:
+        raise ConfigError("The benchmark's plain loop runs fp32 or bf16. Fix: benchmark with `--bf16 true` or fp32.")
+    plain = plain_loop_images_per_second(config, epochs, compile_mode)
     records = project_phases(config)
     phases = [
         {
@@ -97,6 +114,7 @@ def run_benchmark(argv: list[str], epochs: int = 2) -> dict[str, Any]:
             "overhead_seconds": round(r["phase_seconds"] - r["train_seconds"], 3),
             "overhead_fraction": round((r["phase_seconds"] - r["train_seconds"]) / r["phase_seconds"], 4),
             "peak_memory_mb": r["peak_memory_mb"],
+            "timing": r["timing"],
         }
         for r in records
     ]
@@ -104,6 +122,9 @@ def run_benchmark(argv: list[str], epochs: int = 2) -> dict[str, Any]:
     return {
         "recipe": argv[0],
         "device": str(config.training.device),
+        "precision": "bf16" if config.training.bf16 else "fp32",
+        "fast_path": _fast_path(config),
+        "plain_compile": compile_mode,
         "plain_images_per_second": round(plain, 1),
         "project_images_per_second": project,
         "ratio": round(project / plain, 3),
@@ -111,17 +132,30 @@ def run_benchmark(argv: list[str], epochs: int = 2) -> dict[str, Any]:
     }
 
 
+def _fast_path(config: RecipeConfig) -> dict[str, Any]:
+    inc, tr = config.incremental, config.training
+    compiled = tr.torch_compile_mode or "default" if tr.torch_compile else None
+    return {"channels_last": inc.channels_last, "fused_optimizer": inc.fused_optimizer, "torch_compile": compiled}
+
+
+_OVERHEAD_PARTS = ("start", "diagnostics", "setup", "evaluate", "save")  # the loop's timing, outside "train"
+
+
 def format_table(result: dict[str, Any]) -> str:
+    compiled = f" (torch.compile {result['plain_compile']})" if result["plain_compile"] else ""
     lines = [
-        f"recipe {result['recipe']} on {result['device']}: project {result['project_images_per_second']:.0f} img/s, "
-        f"plain loop {result['plain_images_per_second']:.0f} img/s, ratio {result['ratio']:.2f}",
+        f"recipe {result['recipe']} on {result['device']}, {result['precision']}, fast path {result['fast_path']}: "
+        f"project {result['project_images_per_second']:.0f} img/s, plain loop{compiled} "
+        f"{result['plain_images_per_second']:.0f} img/s, ratio {result['ratio']:.2f}",
         "",
-        "| phase | images/s | overhead (s) | overhead (% of phase) | peak memory (MB) |",
-        "|---|---|---|---|---|",
+        "| phase | images/s | overhead (s) | overhead (% of phase) | of which start / diagnostics / setup / "
+        "evaluate / save (s) | peak memory (MB) |",
+        "|---|---|---|---|---|---|",
     ]
     for p in result["phases"]:
+        parts = " / ".join(f"{p['timing'].get(k, 0.0):.2f}" for k in _OVERHEAD_PARTS)
         lines.append(
             f"| {p['phase']} | {p['images_per_second']:.0f} | {p['overhead_seconds']:.2f} | "
-            f"{100 * p['overhead_fraction']:.1f} | {p['peak_memory_mb']:.0f} |"
+            f"{100 * p['overhead_fraction']:.1f} | {parts} | {p['peak_memory_mb']:.0f} |"
         )
     return "\n".join(lines)

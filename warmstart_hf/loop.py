@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from warmstart_hf.config import (
     RecipeConfig,
     StrategyArguments,
 )
+from warmstart_hf.fast_path import to_channels_last
 from warmstart_hf.graceful_stop import STOP
 from warmstart_hf.hub import push_finished_phases
 from warmstart_hf.io import append_jsonl_atomic, atomic_write_json, atomic_write_text, read_jsonl
@@ -66,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 OPTIMIZER_STATE_FILE = "optimizer_state.safetensors"
 # Record fields that measure this machine, not the experiment: they differ between identical runs.
-MEASURED_FIELDS = ("train_seconds", "samples_per_second", "phase_seconds", "peak_memory_mb")
+MEASURED_FIELDS = ("train_seconds", "samples_per_second", "phase_seconds", "timing", "peak_memory_mb")
 
 
 def prepare_data(config: RecipeConfig) -> TaskData:
@@ -221,42 +223,75 @@ def _progress_bar(arm: _Arm) -> tqdm | None:
 
 def _run_phase(arm: _Arm, phase: int, model, carried_state) -> tuple[torch.nn.Module, dict[str, Any] | None]:
     """Start the phase (strategy), train it, record it, save it; returns what the next phase needs."""
-    phase_started = time.perf_counter()
-    _reset_peak_memory()
+    timer = _PhaseTimer()
     phase_dir = arm.directory / f"phase-{phase:02d}"
     train = arm.task.train_dataset(arm.data, phase)
     STOP.raise_if_requested(f"before {arm.directory.name} phase {phase}")
     checkpoint = last_complete_checkpoint(phase_dir, remove_incomplete=arm.is_main)
-    previous = _param_vector(model) if phase > 0 else None
+    with timer("start"):  # the strategy and the start-of-phase measurements, on the training device
+        previous = _param_vector(model) if phase > 0 else None
+        model, start, start_record = _start_phase(arm, phase, model, train, checkpoint, previous)
+    diagnose = arm.config.incremental.diagnostics and arm.is_main
+    with timer("diagnostics"):
+        start_diagnostics = arm.task.start_diagnostics(model, arm.data, phase) if diagnose else {}
+    optimizer_state = carried_state if start.carry_optimizer_state else None
+    with timer("setup"):  # the Trainer, and the phase's data collated onto the device
+        trainer = _phase_trainer(arm, phase, phase_dir, train, model, start, optimizer_state)
+    with timer("train"):
+        trainer.train(resume_from_checkpoint=checkpoint)
+    STOP.raise_if_requested(f"at step {trainer.state.global_step} of {arm.directory.name} phase {phase}")
+    with timer("evaluate"):
+        record = _phase_record(arm, phase, trainer, train, start, start_record, checkpoint, timer.seconds["train"])
+        if arm.is_main and start.companions:
+            record["companions"] = {
+                name: arm.task.companion_metrics(companion, arm.data, phase, train)
+                for name, companion in start.companions.items()
+            }
+    with timer("diagnostics"):
+        if diagnose:
+            end = arm.task.end_diagnostics(model, arm.data, phase, train, init_state=arm.init_state, previous=previous)
+            record["diagnostics"] = {**end, **start_diagnostics}
+    carried_state = unwrap_optimizer_state(trainer.optimizer) if arm.strategy.carries_optimizer_state() else None
+    with timer("save"):
+        _save_phase_files(arm, phase_dir, trainer, carried_state, start.companions)
+    record.update(timer.record())
+    _commit_phase(arm, phase_dir, record)
+    trainer.release_resident()
+    return model, carried_state
+
+
+class _PhaseTimer:
+    """Wall seconds of a phase's parts (``timing`` in its record), from its start; and its peak memory."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        _reset_peak_memory()
+
+    @contextmanager
+    def __call__(self, part: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - began
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "phase_seconds": round(time.perf_counter() - self.started, 3),  # up to the results line
+            "timing": {part: round(seconds, 3) for part, seconds in self.seconds.items()},
+            "peak_memory_mb": _peak_memory_mb(),
+        }
+
+
+def _start_phase(arm: _Arm, phase: int, model, train, checkpoint, previous) -> tuple[torch.nn.Module, PhaseStart, dict]:
+    """The strategy's start of the phase, on the training device, and what the record says of it."""
     model = _on_training_device(arm, model)  # strategies and diagnostics compute where training will
     start = arm.strategy.prepare(_phase_context(arm, phase, model, train, checkpoint))
     model = _on_training_device(arm, start.model)
     distance = float(torch.linalg.vector_norm(_param_vector(model) - previous)) if previous is not None else None
     start_record = {"start_distance_to_previous": distance, **arm.task.start_record(model, arm.data, phase)}
-    diagnose = arm.config.incremental.diagnostics and arm.is_main
-    start_diagnostics = arm.task.start_diagnostics(model, arm.data, phase) if diagnose else {}
-    optimizer_state = carried_state if start.carry_optimizer_state else None
-    trainer = _phase_trainer(arm, phase, phase_dir, train, model, start, optimizer_state)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
-    STOP.raise_if_requested(f"at step {trainer.state.global_step} of {arm.directory.name} phase {phase}")
-    seconds = time.perf_counter() - started
-    record = _phase_record(arm, phase, trainer, train, start, start_record, checkpoint, seconds)
-    if diagnose:
-        state = {"init_state": arm.init_state, "previous": previous}
-        end = arm.task.end_diagnostics(model, arm.data, phase, train, **state)
-        record["diagnostics"] = {**end, **start_diagnostics}
-    if arm.is_main and start.companions:
-        record["companions"] = {
-            name: arm.task.companion_metrics(companion, arm.data, phase, train)
-            for name, companion in start.companions.items()
-        }
-    record["phase_seconds"] = round(time.perf_counter() - phase_started, 3)  # everything but the saving
-    record["peak_memory_mb"] = _peak_memory_mb()
-    carried_state = unwrap_optimizer_state(trainer.optimizer) if arm.strategy.carries_optimizer_state() else None
-    _save_phase(arm, phase_dir, trainer, record, carried_state, start.companions)
-    trainer.release_resident()
-    return model, carried_state
+    return model, start, start_record
 
 
 def _phase_context(arm: _Arm, phase: int, model, train, checkpoint: str | None) -> PhaseContext:
@@ -298,6 +333,8 @@ def _phase_trainer(arm: _Arm, phase: int, phase_dir: Path, train, model, start: 
         regularizer=start.regularizer,
         callbacks=callbacks,
         data_on_device=_data_on_device(arm, train),
+        channels_last=inc.channels_last,
+        fused_optimizer=inc.fused_optimizer,
         **options,
     )
     trainer.remove_callback(PrinterCallback)
@@ -334,16 +371,23 @@ def _phase_record(arm: _Arm, phase, trainer, train, start: PhaseStart, start_rec
     return record
 
 
-def _save_phase(arm: _Arm, phase_dir: Path, trainer, record, carried_state, companions) -> None:
-    """The phase's files, then its results line (the commit point), then cleanup and the Hub push."""
-    arm.task.save_phase_model(trainer, phase_dir)  # every rank calls it (FSDP gathers); the main one writes
-    arm.results.append(record)
+def _save_phase_files(arm: _Arm, phase_dir: Path, trainer, carried_state, companions) -> None:
+    """The phase's model (every rank calls it: FSDP gathers; the main one writes), optimizer state and
+    companions."""
+    arm.task.save_phase_model(trainer, phase_dir)
     if not arm.is_main:
         return
     (phase_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in config.yaml
     if carried_state is not None:
         save_optimizer_state(carried_state, phase_dir / OPTIMIZER_STATE_FILE)
     _save_companions(phase_dir, companions)
+
+
+def _commit_phase(arm: _Arm, phase_dir: Path, record: dict[str, Any]) -> None:
+    """The phase's results line (the commit point), then cleanup and the Hub push."""
+    arm.results.append(record)
+    if not arm.is_main:
+        return
     append_jsonl_atomic(arm.directory / "results.jsonl", record)
     for stale in phase_dir.glob("checkpoint-*"):
         remove_checkpoint(stale)
@@ -357,7 +401,8 @@ def _on_training_device(arm: _Arm, model: torch.nn.Module) -> torch.nn.Module:
     args = arm.config.training
     if args.fsdp or args.deepspeed:
         return model
-    return model.to(args.device)
+    model = model.to(args.device)
+    return to_channels_last(model) if arm.config.incremental.channels_last else model
 
 
 def _data_on_device(arm: _Arm, train) -> bool:
@@ -377,21 +422,32 @@ def _data_on_device(arm: _Arm, train) -> bool:
 
 
 def _reset_peak_memory() -> None:
+    """Start a phase's peak: the GPU allocator's, or (Linux) the process's peak resident size, which
+    writing 5 to /proc/self/clear_refs resets (so a phase's CPU figure is its own, not the run's)."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+        return
+    with suppress(OSError):  # not Linux, or not allowed: the figure is then the process's peak so far
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def _peak_memory_mb() -> float:
-    """Peak GPU memory allocated during the phase, or (on CPU) the process's peak resident size so far."""
+    """Peak GPU memory allocated during the phase, or (on CPU) the process's peak resident size since
+    the phase started (VmHWM)."""
     if torch.cuda.is_available():
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kilobytes on Linux
 
 
 def _param_vector(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1).float().cpu() for p in model.parameters()])
+    return torch.cat([p.detach().reshape(-1).float() for p in model.parameters()]).cpu()  # one copy to the host
 
 
 def _phase_training_args(config: RecipeConfig, task: Task, phase_dir: Path, phase: int) -> TrainingArguments:
@@ -409,6 +465,9 @@ def _phase_training_args(config: RecipeConfig, task: Task, phase_dir: Path, phas
         )
     if inc.phase_epochs:
         extra["num_train_epochs"] = inc.phase_epochs[phase]
+    accelerate = config.training.accelerator_config
+    if accelerate.non_blocking and not config.training.dataloader_pin_memory:  # CPU: nothing to overlap
+        extra["accelerator_config"] = dataclasses.replace(accelerate, non_blocking=False)
     return dataclasses.replace(
         config.training,
         output_dir=str(phase_dir),

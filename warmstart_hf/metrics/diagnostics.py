@@ -63,9 +63,9 @@ def activation_diagnostics(
         def record(_module, _inputs, output):
             pooled = output.flatten(2).mean(-1) if output.dim() > 2 else output
             per_entry = pooled if index == len(relus) - 1 else output  # the last one pooled, as Dohare
-            flat = per_entry.transpose(0, 1).reshape(per_entry.shape[1], -1)
-            nonzero[index] = nonzero.get(index, 0) + (flat != 0).sum(1).double().cpu()
-            entries[index] += flat.shape[1]
+            other = [d for d in range(per_entry.dim()) if d != 1]  # count per channel without a transposed copy
+            nonzero[index] = nonzero.get(index, 0) + (per_entry != 0).sum(other).double().cpu()
+            entries[index] += per_entry.numel() // per_entry.shape[1]
             sample_active[index] = sample_active.get(index, 0) + (pooled > 0).sum(0).double().cpu()
 
         return record
