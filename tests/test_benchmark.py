@@ -24,9 +24,16 @@ def test_benchmark_reports_every_field(tiny_recipe, tmp_path, capsys):
         result["project_images_per_second"] / result["plain_images_per_second"], abs=1e-3
     )
     assert [p["phase"] for p in result["phases"]] == [0, 1, 2]
+    assert result["precision"] == "fp32" and result["plain_compile"] is None
+    assert result["fast_path"] == {"channels_last": False, "fused_optimizer": False, "torch_compile": None}
     for phase in result["phases"]:
         assert phase["images_per_second"] > 0 and phase["peak_memory_mb"] > 0
         assert phase["overhead_seconds"] >= 0 and 0 <= phase["overhead_fraction"] < 1
+        parts = phase["timing"]
+        assert set(parts) == {"start", "diagnostics", "setup", "train", "evaluate", "save"}
+        assert parts["train"] > 0 and parts["evaluate"] > 0 and parts["save"] > 0
+        outside = sum(v for k, v in parts.items() if k != "train")
+        assert outside <= phase["overhead_seconds"] + 0.01  # the parts account for (almost all) the overhead
     assert "| phase | images/s | overhead (s) |" in out
     assert not (tmp_path / "runs" / "tiny").exists()  # the project path ran in a scratch directory
 
@@ -40,6 +47,9 @@ def test_benchmark_covers_a_task_without_labels(tmp_path, capsys):
     shrink = {"max_train_examples": 200, "max_test_examples": 60, "probe_examples": 20, "num_train_epochs": 1}
     path = tmp_path / "mae.yaml"
     path.write_text(yaml.safe_dump({**recipe, **shrink, "num_phases": 2, "output_dir": str(tmp_path / "runs")}))
-    assert main_benchmark([str(path), "--device", "cpu", "--plain_epochs", "1"]) == 0
+    argv = [str(path), "--device", "cpu", "--plain_epochs", "1", "--plain_compile", "default"]
+    argv += ["--fused_optimizer", "true"]
+    assert main_benchmark(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["plain_images_per_second"] > 0 and [p["phase"] for p in result["phases"]] == [0, 1]
+    assert result["plain_compile"] == "default" and result["fast_path"]["fused_optimizer"]

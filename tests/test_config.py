@@ -76,6 +76,7 @@ def test_resolved_config_round_trips_through_yaml(tiny_recipe):
         ({"augmentation": ["crop", "mixup"]}, ["augmentation", "mixup"]),
         ({"phase_epochs": [1, 2]}, ["phase_epochs", "3 phases"]),
         ({"phase_epochs": [1, 0, 2]}, ["phase_epochs", "positive"]),
+        ({"fused_optimizer": True, "optim": "adafactor"}, ["fused_optimizer", "adafactor", "sgd"]),
     ],
 )
 def test_bad_recipe_values_fail_with_field_value_and_fix(tiny_recipe, override, needles):

@@ -89,3 +89,21 @@ def test_center_square_decoding_is_resize_shorter_side_then_centre_crop():
     image = PILImage.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8))
     reference = CenterCrop(16)(Resize(16, interpolation=PILImage.BILINEAR)(image))
     assert np.array_equal(np.asarray(center_square(image, 16)), np.asarray(reference))
+
+
+def test_synthetic_source_has_the_shape_it_names_and_is_seeded():
+    ds = load_source(DataArguments(dataset="synthetic:3:8:12:6"))
+    assert (len(ds["train"]), len(ds["test"])) == (12, 6)
+    assert ds["train"].features["label"].num_classes == 3
+    assert ds["train"][0]["image"].size == (8, 8) and ds["train"][0]["image"].mode == "RGB"
+    again = load_source(DataArguments(dataset="synthetic:3:8:12:6"))
+    assert np.array_equal(np.asarray(ds["test"][5]["image"]), np.asarray(again["test"][5]["image"]))
+    # the class is in the image (a mean colour per class), so a benchmark trains on something learnable
+    means = [np.asarray(ds["train"][i]["image"]).mean(axis=(0, 1)) for i in range(3)]
+    assert min(np.abs(means[0] - means[1]).max(), np.abs(means[1] - means[2]).max()) > 5
+
+
+@pytest.mark.parametrize("spec", ["synthetic:100:32", "synthetic:a:32:10:10", "synthetic:10:0:10:10"])
+def test_bad_synthetic_source_names_the_format(spec):
+    with pytest.raises(ConfigError, match="synthetic:CLASSES:SIZE:TRAIN:TEST"):
+        load_source(DataArguments(dataset=spec))

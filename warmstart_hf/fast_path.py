@@ -7,6 +7,8 @@ floating-point reordering), so neither is part of a run's fingerprint. ``torch_c
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
@@ -42,7 +44,9 @@ def fused(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     if optimizer.state:
         raise FastPathError("fused(): the optimizer already has state; fuse it before its first step.")
     groups = [{**group, "fused": True, "foreach": None} for group in optimizer.param_groups]
-    return cls(groups, **{**optimizer.defaults, "fused": True, "foreach": None})
+    accepted = inspect.signature(cls.__init__).parameters  # AdamW's defaults hold a key its __init__ does not take
+    defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    return cls(groups, **{**defaults, "fused": True, "foreach": None})
 
 
 _FUSABLE_OPTIM = ("sgd", "adamw_torch", "adamw_torch_fused")  # the Trainer's names for SGD and AdamW
