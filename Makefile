@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,3 +24,13 @@ test: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache
+
+# Wheels for a GPU machine that has torch, accelerate, timm and peft but not the rest (see README,
+# Performance): the versions this venv runs, for CPython 3.12 on x86-64, into .whl/ (git-ignored).
+GPU_WHEELS := datasets dill multiprocess evaluate transformers huggingface_hub fsspec
+gpu-wheels: $(STAMP)
+	mkdir -p .whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  $$($(PY) -c "import importlib.metadata as m, sys; print(' '.join(f'{n}=={m.version(n)}' for n in sys.argv[1:]))" $(GPU_WHEELS))
+	ls .whl

@@ -25,6 +25,7 @@ def test_benchmark_reports_every_field(tiny_recipe, tmp_path, capsys):
     )
     assert [p["phase"] for p in result["phases"]] == [0, 1, 2]
     assert result["precision"] == "fp32" and result["plain_compile"] is None
+    assert result["host_syncs_per_step"] is None  # counted with CUDA's sync debug mode, on a GPU only
     assert result["fast_path"] == {"channels_last": False, "fused_optimizer": False, "torch_compile": None}
     for phase in result["phases"]:
         assert phase["images_per_second"] > 0 and phase["peak_memory_mb"] > 0
@@ -53,3 +54,29 @@ def test_benchmark_covers_a_task_without_labels(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["plain_images_per_second"] > 0 and [p["phase"] for p in result["phases"]] == [0, 1]
     assert result["plain_compile"] == "default" and result["fast_path"]["fused_optimizer"]
+
+
+def test_host_sync_counter_counts_within_steps_not_at_epoch_end(monkeypatch):
+    """The counting logic, with the warning CUDA's sync debug mode raises simulated (no GPU here)."""
+    import warnings
+
+    import torch
+
+    from warmstart_hf.host_syncs import HostSyncCounter
+
+    modes = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    counter = HostSyncCounter()
+    for _epoch in range(2):
+        for step in range(4):
+            counter.on_step_begin(None, None, None)
+            if step % 2:
+                warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+            warnings.warn("an unrelated warning", UserWarning, stacklevel=1)
+            counter.on_step_end(None, None, None)
+        counter.on_epoch_end(None, None, None)
+        warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)  # logging: not counted
+    counter.on_train_end(None, None, None)
+    assert (counter.syncs, counter.steps, counter.per_step()) == (4, 8, 0.5)
+    assert modes == ["warn", 0, "warn", 0]  # on for the steps of each epoch, off for its end

@@ -18,15 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import torch
 from transformers import Trainer
 
+from warmstart_hf import loop
 from warmstart_hf.config import ConfigError, RecipeConfig, parse_config
 from warmstart_hf.fast_path import channels_last_batch, fused, to_channels_last
-from warmstart_hf.loop import run_experiment
+from warmstart_hf.host_syncs import HostSyncCounter
 from warmstart_hf.tasks import create_task
-from warmstart_hf.trainer import resident_batches
+from warmstart_hf.trainer import PhaseTrainer, resident_batches
 
 
 def _optimizer(config: RecipeConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -89,15 +91,24 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def project_phases(config: RecipeConfig) -> list[dict[str, Any]]:
-    """The real loop on the recipe (a warm arm, in a scratch directory); its phase records."""
-    with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
+def project_phases(config: RecipeConfig) -> tuple[list[dict[str, Any]], float | None]:
+    """The real loop on the recipe (a warm arm, in a scratch directory): its phase records, and (CUDA)
+    the host synchronisations per training step, counted by a callback every phase's trainer gets."""
+    counter = HostSyncCounter()
+
+    class CountingPhaseTrainer(PhaseTrainer):  # measurement only: the loop's own trainer plus the counter
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(counter)
+
+    counting = patch.object(loop, "PhaseTrainer", CountingPhaseTrainer)
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch, counting:
         config = dataclasses.replace(config)
         config.training = dataclasses.replace(config.training, output_dir=scratch, run_name="benchmark")
         config.incremental = dataclasses.replace(config.incremental, strategies=["warm"])
-        run_dir = run_experiment(config)
+        run_dir = loop.run_experiment(config)
         lines = (Path(run_dir) / f"warm-seed{config.training.seed}" / "results.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+    return [json.loads(line) for line in lines], counter.per_step()
 
 
 def run_benchmark(argv: list[str], epochs: int = 2, compile_mode: str | None = None) -> dict[str, Any]:
@@ -106,7 +117,7 @@ def run_benchmark(argv: list[str], epochs: int = 2, compile_mode: str | None = N
     if config.training.fp16:
         raise ConfigError("The benchmark's plain loop runs fp32 or bf16. Fix: benchmark with `--bf16 true` or fp32.")
     plain = plain_loop_images_per_second(config, epochs, compile_mode)
-    records = project_phases(config)
+    records, syncs_per_step = project_phases(config)
     phases = [
         {
             "phase": r["phase"],
@@ -128,6 +139,7 @@ def run_benchmark(argv: list[str], epochs: int = 2, compile_mode: str | None = N
         "plain_images_per_second": round(plain, 1),
         "project_images_per_second": project,
         "ratio": round(project / plain, 3),
+        "host_syncs_per_step": syncs_per_step,
         "phases": phases,
     }
 
