@@ -24,6 +24,7 @@ def test_benchmark_reports_every_field(tiny_recipe, tmp_path, capsys):
         result["project_images_per_second"] / result["plain_images_per_second"], abs=1e-3
     )
     assert [p["phase"] for p in result["phases"]] == [0, 1, 2]
+    assert result["plain_images_per_second"] == pytest.approx(sum(result["plain_runs_images_per_second"]) / 2, abs=0.1)
     assert result["precision"] == "fp32" and result["plain_compile"] is None
     assert result["host_syncs_per_step"] is None  # counted with CUDA's sync debug mode, on a GPU only
     assert result["fast_path"] == {"channels_last": False, "fused_optimizer": False, "torch_compile": None}
