@@ -50,6 +50,7 @@ TINY = {
     "use_cpu": True,
     "seed": 0,
     "strategies": ["warm", "cold"],
+    "save_interval_minutes": 0,  # a checkpoint at every epoch: the resume tests kill runs between them
 }
 
 

@@ -188,3 +188,30 @@ def test_running_accuracy_is_recounted_and_the_stop_rule_uses_its_threshold(tmp_
     assert epochs == 4.0 and logged == pytest.approx([expected] * 4)
     epochs, logged = run(expected, "at")  # reached after the first epoch
     assert epochs == 1.0 and logged == pytest.approx([expected])
+
+
+@pytest.mark.parametrize(("minutes", "saves"), [(0.0, 4), (1e-9, 4), (60.0, 0)])
+def test_checkpoints_are_written_at_most_every_save_interval(tmp_path, pixels, minutes, saves):
+    """save_strategy epoch over 4 epochs: every epoch's checkpoint without an interval (the Trainer's
+    behaviour), none when an hour must pass between two."""
+    trainer = _trainer(tmp_path, _model(), pixels, save_interval_minutes=minutes)
+    trainer.args.save_strategy = "epoch"
+    trainer.train()
+    assert len(list(tmp_path.glob("checkpoint-*"))) == saves  # no save_total_limit: every one is kept
+
+
+def test_a_signal_or_a_best_model_reload_saves_whatever_the_interval(monkeypatch):
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from warmstart_hf.graceful_stop import STOP
+    from warmstart_hf.trainer import _SavePolicy
+
+    policy = _SavePolicy(interval_seconds=3600)
+    state = SimpleNamespace(epoch=1.5)
+    for stopping, best_reload, expected in [(False, False, False), (True, False, True), (False, True, True)]:
+        monkeypatch.setattr(STOP, "agreed", stopping)
+        control = TrainerControl(should_save=True)
+        args = SimpleNamespace(load_best_model_at_end=best_reload)
+        assert policy.on_step_end(args, state, control).should_save is expected

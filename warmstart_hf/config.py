@@ -297,6 +297,14 @@ class IncrementalArguments:
             "the device's memory and decode is eager. Not part of the experiment's fingerprint."
         },
     )
+    save_interval_minutes: float = field(
+        default=10.0,
+        metadata={
+            "help": "Within a phase, write a due Trainer checkpoint (save_strategy: each epoch by default) only "
+            "once this many minutes have passed since the last one; 0: every one, as the Trainer does. A kill "
+            "then loses at most about this much work; a signal (SIGTERM) always saves. Not part of the fingerprint."
+        },
+    )
     channels_last: bool = field(
         default=False,
         metadata={
@@ -471,7 +479,7 @@ class RecipeConfig:
         """The settings that define the results: a run directory must not mix two of them."""
         tr = self.training
         # which arms run, where the data sits, and the fast path's execution choices change no protocol
-        how = ("strategies", "data_on_device", "channels_last", "fused_optimizer")
+        how = ("strategies", "data_on_device", "save_interval_minutes", "channels_last", "fused_optimizer")
         incremental = {k: v for k, v in dataclasses.asdict(self.incremental).items() if k not in how}
         return {
             "data": dataclasses.asdict(self.data),
@@ -792,6 +800,8 @@ def _check_training(config: RecipeConfig) -> None:
         raise _fail("num_train_epochs", tr.num_train_epochs, "it must be positive")
     if tr.per_device_train_batch_size < 1:
         raise _fail("per_device_train_batch_size", tr.per_device_train_batch_size, "it must be at least 1")
+    if config.incremental.save_interval_minutes < 0:
+        raise _fail("save_interval_minutes", config.incremental.save_interval_minutes, "it must be 0 or more")
     for path in (Path(tr.output_dir), config.run_dir):
         if path.exists() and not path.is_dir():
             raise ConfigError(

@@ -21,3 +21,28 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
         return
     for tensor in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(tensor.data, src=src)
+
+
+_CPU_GROUP = None
+
+
+def cpu_group():
+    """The default group when it is gloo already, else one gloo group made once (every rank reaches the
+    first call at the same step, as ``new_group`` requires): small agreements travel over it without
+    waiting for the GPU's queue."""
+    global _CPU_GROUP
+    if dist.get_backend() == "gloo":
+        return None
+    if _CPU_GROUP is None:
+        _CPU_GROUP = dist.new_group(backend="gloo")
+    return _CPU_GROUP
+
+
+def max_over_ranks(value: float) -> float:
+    """The largest ``value`` of all processes (a collective under DDP: call it on every rank), so a
+    decision taken from it (e.g. on wall time) is the same everywhere."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=cpu_group())
+    return float(tensor)

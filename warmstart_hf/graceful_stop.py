@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from warmstart_hf.distributed import cpu_group
+
 
 class StopRequested(Exception):
     """The run stopped on a signal at a safe point; rerunning the same command resumes it."""
@@ -34,7 +36,6 @@ class _StopFlag:
     def __init__(self) -> None:
         self.signum: int | None = None  # set by the handler, at any moment, on this process only
         self.agreed = False  # the last answer of requested(): the same on every rank
-        self._group = None
 
     @contextmanager
     def handling_signals(self):
@@ -64,20 +65,11 @@ class _StopFlag:
         travels over a CPU (gloo) group, so checking it never waits for the GPU's queue."""
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             flag = torch.tensor([0 if self.signum is None else self.signum])
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._cpu_group())
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=cpu_group())
             if int(flag) and self.signum is None:
                 self.signum = int(flag)
         self.agreed = self.signum is not None
         return self.agreed
-
-    def _cpu_group(self):
-        """The default group when it is gloo already, else one gloo group made once (every rank
-        reaches the first check at the same step, as ``new_group`` requires)."""
-        if dist.get_backend() == "gloo":
-            return None
-        if self._group is None:
-            self._group = dist.new_group(backend="gloo")
-        return self._group
 
     def raise_if_requested(self, where: str) -> None:
         if self.requested():
