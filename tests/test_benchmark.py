@@ -24,6 +24,8 @@ def test_benchmark_reports_every_field(tiny_recipe, tmp_path, capsys):
         result["project_images_per_second"] / result["plain_images_per_second"], abs=1e-3
     )
     assert [p["phase"] for p in result["phases"]] == [0, 1, 2]
+    steady = [p["images_per_second"] for p in result["phases"][1:]]  # the first phase pays the warm-up
+    assert min(steady) - 0.5 <= result["project_images_per_second"] <= max(steady) + 0.5
     assert result["plain_images_per_second"] == pytest.approx(sum(result["plain_runs_images_per_second"]) / 2, abs=0.1)
     assert result["precision"] == "fp32" and result["plain_compile"] is None
     assert result["host_syncs_per_step"] is None  # counted with CUDA's sync debug mode, on a GPU only
