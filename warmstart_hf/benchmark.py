@@ -151,6 +151,15 @@ def run_benchmark(argv: list[str], epochs: int = 2, compile_mode: str | None = N
     }
 
 
+def run_repeated(argv: list[str], repeats: int = 1, epochs: int = 2, compile_mode: str | None = None) -> dict:
+    """``run_benchmark`` ``repeats`` times: the run with the median ratio, plus every run's ratio (on a
+    shared machine one run's ratio can be off by 10-20%)."""
+    if repeats < 1:
+        raise ConfigError(f"--repeats has value {repeats}; it must be at least 1. Fix: pass --repeats 1 or more.")
+    runs = sorted((run_benchmark(argv, epochs, compile_mode) for _ in range(repeats)), key=lambda r: r["ratio"])
+    return {**runs[len(runs) // 2], "ratios": [r["ratio"] for r in runs]}
+
+
 def _steady_images_per_second(records: list[dict[str, Any]]) -> float:
     """Images over training seconds of every phase after the first (the first pays the process's
     one-time warm-up: kernel selection, compilation), or of the only phase."""
@@ -174,7 +183,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"recipe {result['recipe']} on {result['device']}, {result['precision']}, fast path {result['fast_path']}: "
         f"project {result['project_images_per_second']:.0f} img/s, plain loop{compiled} "
         f"{result['plain_images_per_second']:.0f} img/s (runs before and after: "
-        f"{' / '.join(f'{v:.0f}' for v in result['plain_runs_images_per_second'])}), ratio {result['ratio']:.2f}",
+        f"{' / '.join(f'{v:.0f}' for v in result['plain_runs_images_per_second'])}), ratio {result['ratio']:.2f}"
+        f" (every run: {', '.join(f'{v:.2f}' for v in result.get('ratios', [result['ratio']]))})",
         "",
         "| phase | images/s | overhead (s) | overhead (% of phase) | of which start / diagnostics / setup / "
         "evaluate / save (s) | peak memory (MB) |",

@@ -95,8 +95,8 @@ def main_train(argv: list[str]) -> int:
 
 
 def main_benchmark(argv: list[str]) -> int:
-    """``benchmark.py RECIPE [--device cpu|cuda] [--plain_epochs N] [--plain_compile MODE] [--field value ...]``:
-    prints a table and one JSON line (warmstart_hf/benchmark.py)."""
+    """``benchmark.py RECIPE [--device cpu|cuda] [--plain_epochs N] [--plain_compile MODE] [--repeats N]
+    [--field value ...]``: prints a table and one JSON line (warmstart_hf/benchmark.py)."""
     import argparse
     import json
 
@@ -108,14 +108,15 @@ def main_benchmark(argv: list[str]) -> int:
         choices=["default", "reduce-overhead", "max-autotune"],
         help="torch.compile the plain loop's model (reduce-overhead: CUDA graphs), the fast path's reference",
     )
+    parser.add_argument("--repeats", type=int, default=1, help="measure N times; report the median-ratio run")
     args, rest = parser.parse_known_args(argv)
 
     def benchmark() -> int:
-        from warmstart_hf.benchmark import format_table, run_benchmark
+        from warmstart_hf.benchmark import format_table, run_repeated
 
         _quiet_library_progress_bars()
         argv = [*rest, "--use_cpu", str(args.device == "cpu").lower()]
-        result = run_benchmark(argv, args.plain_epochs, args.plain_compile)
+        result = run_repeated(argv, args.repeats, args.plain_epochs, args.plain_compile)
         print(format_table(result))
         print(json.dumps(result))
         return 0
