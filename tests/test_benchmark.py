@@ -63,24 +63,28 @@ def test_benchmark_covers_a_task_without_labels(tmp_path, capsys):
 def test_host_sync_counter_counts_within_steps_not_at_epoch_end(monkeypatch):
     """The counting logic, with the warning CUDA's sync debug mode raises simulated (no GPU here)."""
     import warnings
+    from types import SimpleNamespace
 
     import torch
 
     from warmstart_hf.host_syncs import HostSyncCounter
 
     modes = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    args = SimpleNamespace(device=torch.device("cuda"))
     counter = HostSyncCounter()
-    for _epoch in range(2):
+    for epoch in range(2):
         for step in range(4):
-            counter.on_step_begin(None, None, None)
+            counter.on_step_begin(args, None, None)
             if step % 2:
                 warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
             warnings.warn("an unrelated warning", UserWarning, stacklevel=1)
-            counter.on_step_end(None, None, None)
-        counter.on_epoch_end(None, None, None)
-        warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)  # logging: not counted
-    counter.on_train_end(None, None, None)
+            counter.on_step_end(args, SimpleNamespace(epoch=epoch + (step + 1) / 4), None)
+        warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)  # epoch end: not counted
+    counter.on_train_end(args, None, None)
     assert (counter.syncs, counter.steps, counter.per_step()) == (4, 8, 0.5)
     assert modes == ["warn", 0, "warn", 0]  # on for the steps of each epoch, off for its end
+    on_cpu = HostSyncCounter()
+    on_cpu.on_step_begin(SimpleNamespace(device=torch.device("cpu")), None, None)
+    on_cpu.on_step_end(None, SimpleNamespace(epoch=0.5), None)
+    assert on_cpu.per_step() is None and modes == ["warn", 0, "warn", 0]  # nothing to count on a CPU

@@ -137,3 +137,8 @@ def test_an_output_dir_that_is_a_file_is_refused_like_any_bad_input(tiny_recipe,
     message = capsys.readouterr().err
     assert "`output_dir`" in message and str(blocker) in message and "Fix" in message
     assert blocker.read_text() == "not a directory"
+
+
+def test_a_recipes_accelerator_config_amends_the_projects():
+    config = parse_config(recipe={"accelerator_config": {"split_batches": True}})
+    assert config.training.accelerator_config.split_batches and config.training.accelerator_config.non_blocking

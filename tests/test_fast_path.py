@@ -46,3 +46,27 @@ def test_channels_last_converts_4d_weights_and_image_batches_only():
     assert batch.is_contiguous(memory_format=torch.channels_last) and batch.dtype == torch.uint8
     flat = torch.zeros(2, 7)
     assert channels_last_batch(flat) is flat
+
+
+def test_a_carried_state_is_loaded_under_the_new_optimizers_kernel_choice():
+    from warmstart_hf.optimizer_state import apply_optimizer_state
+
+    model = _model()
+    plain = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.zeros(2, 3, 6, 6)).sum().backward()
+    plain.step()
+    fast = fused(torch.optim.AdamW(model.parameters(), lr=5e-4))
+    apply_optimizer_state(fast, plain.state_dict())
+    group = fast.param_groups[0]
+    assert group["fused"] and group["lr"] == 5e-4  # the new kernel and hyperparameters, the old moments
+    first = next(iter(fast.state.values()))
+    assert torch.equal(first["exp_avg"], next(iter(plain.state.values()))["exp_avg"])
+    fast.step()  # the loaded state runs under the fused kernel
+
+
+def test_fused_optimizer_is_refused_for_a_task_with_its_own_optimizer():
+    from tests.conftest import REPO
+    from warmstart_hf.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="fused_optimizer.*LARS"):
+        parse_config([str(REPO / "recipes" / "mae" / "demo_probe_digits.yaml"), "--fused_optimizer", "true"])

@@ -302,3 +302,19 @@ def test_lazy_decoding_trains_exactly_as_the_decoded_copy(tiny_recipe):
     assert _equal(final[0], final[1], final[0])
     data = prepare_data(parse_config(recipe={**recipe, "decode": "lazy", "run_name": "lazy"}))
     assert "image" in data.train.column_names  # no decoded copy: the encoded images, decoded on access
+
+
+def test_runs_leave_no_trainer_behind_and_the_collector_unfrozen(tiny_recipe):
+    """The collector is frozen for a run (the Trainer's per-phase gc.collect is then cheap) and unfrozen
+    after it, with the previous run's garbage collected first: repeated runs in one process (sweeps,
+    downstream evaluation) free every phase's trainer."""
+    import gc
+
+    from warmstart_hf.trainer import PhaseTrainer
+
+    recipe = {**tiny_recipe, "strategies": ["warm"], "num_phases": 2, "num_train_epochs": 1, "diagnostics": False}
+    for name in ("first", "second"):
+        run_experiment(parse_config(recipe={**recipe, "run_name": name}))
+        assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, PhaseTrainer)]

@@ -215,3 +215,12 @@ def test_a_signal_or_a_best_model_reload_saves_whatever_the_interval(monkeypatch
         control = TrainerControl(should_save=True)
         args = SimpleNamespace(load_best_model_at_end=best_reload)
         assert policy.on_step_end(args, state, control).should_save is expected
+
+
+def test_predictions_are_copied_out_of_cuda_graph_memory(tmp_path, pixels, monkeypatch):
+    """With reduce-overhead compilation each prediction is cloned (a graph replay reuses its output
+    memory); here the path runs eagerly and must give the plain predictions."""
+    trainer = _trainer(tmp_path, _model(), pixels)
+    expected = trainer.predict(pixels).predictions
+    monkeypatch.setattr(PhaseTrainer, "_cuda_graphs", lambda self: True)
+    assert np.array_equal(trainer.predict(pixels).predictions, expected)

@@ -108,7 +108,10 @@ def project_phases(config: RecipeConfig) -> tuple[list[dict[str, Any]], float | 
         config = dataclasses.replace(config)
         config.training = dataclasses.replace(config.training, output_dir=scratch, run_name="benchmark")
         config.incremental = dataclasses.replace(config.incremental, strategies=["warm"])
-        run_dir = loop.run_experiment(config)
+        try:
+            run_dir = loop.run_experiment(config)
+        finally:
+            counter.close()
         lines = (Path(run_dir) / f"warm-seed{config.training.seed}" / "results.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines], counter.per_step()
 

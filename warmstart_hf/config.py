@@ -317,8 +317,8 @@ class IncrementalArguments:
         default=False,
         metadata={
             "help": "Fast path: torch's fused kernel for sgd / adamw_torch / adam (one kernel per step instead of "
-            "one per parameter group of tensors). Same update up to floating-point reordering; not part of the "
-            "experiment's fingerprint."
+            "one per parameter group of tensors). Same update up to floating-point reordering; part of the "
+            "experiment's fingerprint, as it decides the layout of the optimizer state a run carries and resumes."
         },
     )
     base_learning_rate: float | None = field(
@@ -478,8 +478,9 @@ class RecipeConfig:
     def experiment_fingerprint(self) -> dict[str, Any]:
         """The settings that define the results: a run directory must not mix two of them."""
         tr = self.training
-        # which arms run, where the data sits, and the fast path's execution choices change no protocol
-        how = ("strategies", "data_on_device", "save_interval_minutes", "channels_last", "fused_optimizer")
+        # which arms run, where the data sits, when checkpoints are written and the memory layout change no
+        # result; fused_optimizer stays in: the optimizer state's layout (carried, checkpointed) follows it
+        how = ("strategies", "data_on_device", "save_interval_minutes", "channels_last")
         incremental = {k: v for k, v in dataclasses.asdict(self.incremental).items() if k not in how}
         return {
             "data": dataclasses.asdict(self.data),
@@ -650,7 +651,10 @@ def parse_config(argv: list[str] | None = None, recipe: dict[str, Any] | None = 
         recipe = {**load_recipe_file(recipe_path), **(recipe or {})}
     where = recipe_path or "the recipe"
     defaults_argv, _ = _yaml_to_argv(TRAINING_DEFAULTS, actions, "the project defaults")
-    recipe_argv, nulls = _yaml_to_argv(recipe or {}, actions, where)
+    recipe = dict(recipe or {})
+    if isinstance(recipe.get("accelerator_config"), dict):  # a recipe's keys amend the project's, not replace
+        recipe["accelerator_config"] = {**TRAINING_DEFAULTS["accelerator_config"], **recipe["accelerator_config"]}
+    recipe_argv, nulls = _yaml_to_argv(recipe, actions, where)
     for token in argv:
         if token.startswith("--") and token[2:].split("=", 1)[0] not in actions:
             raise _unknown_key_error(token[2:].split("=", 1)[0], sorted(actions), "the command line")

@@ -1,7 +1,8 @@
 """Counting where a training step waits for the GPU: CUDA's sync debug mode warns at every operation
-that synchronises the host with the device; this callback counts those warnings between the first
-step of an epoch and its end (so the per-epoch logging, evaluation and checkpoint, which must read
-results back, are not counted). The benchmark reports the count per optimizer step; the goal is 0."""
+that synchronises the host with the device; this callback counts those warnings from the first step
+of an epoch to the end of its last step (so the end-of-epoch work, which must read results back:
+running accuracy, logging, evaluation, checkpoint, is not counted). The benchmark reports the count
+per optimizer step; the goal is 0."""
 
 from __future__ import annotations
 
@@ -19,12 +20,10 @@ class HostSyncCounter(TrainerCallback):
         self.steps = 0
         self._catching: warnings.catch_warnings | None = None
         self._log: list[warnings.WarningMessage] = []
-
-    @property
-    def active(self) -> bool:
-        return torch.cuda.is_available()
+        self.active = False  # set by the first step: whether training runs on a CUDA device
 
     def on_step_begin(self, args, state, control, **kwargs):
+        self.active = args.device.type == "cuda"
         if self.active and self._catching is None:
             self._catching = warnings.catch_warnings(record=True)
             self._log = self._catching.__enter__()
@@ -34,17 +33,16 @@ class HostSyncCounter(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.steps += 1
-        return control
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        self._stop()
+        if float(state.epoch or 0).is_integer():  # the epoch's last step: its end-of-epoch work follows
+            self.close()
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
-        self._stop()
+        self.close()
         return control
 
-    def _stop(self) -> None:
+    def close(self) -> None:
+        """Stop counting (also after a failed run: the debug mode must not outlive it)."""
         if self._catching is None:
             return
         torch.cuda.set_sync_debug_mode(0)

@@ -111,15 +111,25 @@ def run_experiment(config: RecipeConfig) -> Path:
     """Run every arm of the recipe (skipping finished work) and write the summary."""
     task = create_task(config)
     data = task.prepare()  # fails fast on bad input, before anything is written
-    # The Trainer runs a full gc.collect() at the start of every train() (Accelerate's free_memory): over
-    # the libraries' and datasets' objects it took ~0.3 s a phase. They live for the whole run, so they
-    # are moved out of the collector's reach; each phase's collection then scans only what phases made.
-    gc.freeze()
     arms = [arm_dir(config, name) for name in config.incremental.strategies]
-    with locked_arms(arms, is_main=config.training.process_index == 0):
+    with locked_arms(arms, is_main=config.training.process_index == 0), _collector_frozen():
         _check_run_dir(config)
         _run_arms(config, task, data)
     return config.run_dir
+
+
+@contextmanager
+def _collector_frozen():
+    """The Trainer runs a full gc.collect() at the start of every train() (Accelerate's free_memory): over
+    the libraries' and datasets' objects it took ~0.3 s a phase. They live for the whole run, so they are
+    moved out of the collector's reach (after a collection, so no garbage of an earlier run is frozen with
+    them); each phase's collection then scans only what phases made. Unfrozen when the run ends."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _run_arms(config: RecipeConfig, task: Task, data: TaskData) -> None:

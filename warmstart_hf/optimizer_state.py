@@ -46,6 +46,10 @@ def apply_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any
     """Load the per-parameter state but keep the new optimizer's hyperparameters (lr, wd, ...),
     so the learning-rate schedule restarts each phase as in every reference."""
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    optimizer.load_state_dict(state)
+    # Loaded under the new optimizer's kernel choice: a fused (or capturable) optimizer keeps its step
+    # counts on the device, and load_state_dict places them by the flags it reads.
+    kernel = ("fused", "foreach", "capturable")
+    groups = [{**saved, **{k: new[k] for k in kernel if k in new}} for saved, new in zip(state["param_groups"], fresh)]
+    optimizer.load_state_dict({**state, "param_groups": groups})
     for group, hyper in zip(optimizer.param_groups, fresh):
         group.update(hyper)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
@@ -104,7 +105,7 @@ class PhaseTrainer(Trainer):
             self.train_dataset, self.data_collator = dataset, collator
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training and self.args.torch_compile and self.args.torch_compile_mode == "reduce-overhead":
+        if model.training and self._cuda_graphs():
             torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs: the previous step's outputs are consumed
         if "index" in inputs:  # the device-resident path: gather the batch where it lives
             inputs = {key: values[inputs["index"]] for key, values in self.resident.items()}
@@ -141,7 +142,16 @@ class PhaseTrainer(Trainer):
             inputs = {**inputs, "pixel_values": self.eval_transform(inputs["pixel_values"])}
         if self.channels_last and "pixel_values" in inputs:
             inputs = {**inputs, "pixel_values": channels_last_batch(inputs["pixel_values"])}
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        if not self._cuda_graphs():
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        # CUDA graphs reuse their output memory at the next replay, and the prediction loop keeps the
+        # first batch's logits by reference: each prediction is copied out of the graph's memory.
+        torch.compiler.cudagraph_mark_step_begin()
+        outputs = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        return tuple(tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, out) for out in outputs)
+
+    def _cuda_graphs(self) -> bool:
+        return bool(self.args.torch_compile) and self.args.torch_compile_mode == "reduce-overhead"
 
     def _save_checkpoint(self, model, trial):
         """The Trainer's checkpoint, then every callback's extras (``write_checkpoint(folder, args)``),
