@@ -218,9 +218,22 @@ def test_a_signal_or_a_best_model_reload_saves_whatever_the_interval(monkeypatch
 
 
 def test_predictions_are_copied_out_of_cuda_graph_memory(tmp_path, pixels, monkeypatch):
-    """With reduce-overhead compilation each prediction is cloned (a graph replay reuses its output
-    memory); here the path runs eagerly and must give the plain predictions."""
-    trainer = _trainer(tmp_path, _model(), pixels)
-    expected = trainer.predict(pixels).predictions
+    """A CUDA-graph replay writes its outputs into the same memory every time, and the prediction loop
+    keeps the first batch's logits by reference. Simulated here with a model that returns one reused
+    buffer: with the copy every batch's predictions survive; without it they would not."""
+    model = _model()
+    expected = _trainer(tmp_path, model, pixels).predict(pixels).predictions
+    forward, buffer = model.forward, {}
+
+    def replayed(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        reused = buffer.setdefault(out.logits.shape, torch.empty_like(out.logits))
+        out.logits = reused.copy_(out.logits)
+        return out
+
+    monkeypatch.setattr(model, "forward", replayed)
+    trainer = _trainer(tmp_path, model, pixels)
+    trainer.args.per_device_eval_batch_size = 10  # 4 batches of one shape: one buffer
+    assert not np.allclose(trainer.predict(pixels).predictions, expected)  # the loop keeps references
     monkeypatch.setattr(PhaseTrainer, "_cuda_graphs", lambda self: True)
-    assert np.array_equal(trainer.predict(pixels).predictions, expected)
+    np.testing.assert_allclose(trainer.predict(pixels).predictions, expected, rtol=1e-5, atol=1e-6)

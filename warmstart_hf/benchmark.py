@@ -40,20 +40,37 @@ def _optimizer(config: RecipeConfig, model: torch.nn.Module) -> torch.optim.Opti
     return cls(model.parameters(), weight_decay=config.training.weight_decay, **kwargs)
 
 
-def plain_loop_images_per_second(config: RecipeConfig, epochs: int = 2, compile_mode: str | None = None) -> float:
+@dataclasses.dataclass
+class PlainData:
+    """What every plain-loop run of a benchmark shares, prepared once: the task, its data, the last
+    phase's trainer options and its training set collated onto the device."""
+
+    task: Any
+    data: Any
+    options: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+
+def prepare_plain(config: RecipeConfig) -> PlainData:
+    task = create_task(config)
+    data = task.prepare()
+    last = data.plan.num_phases - 1
+    options = task.trainer_options(data, last)
+    tensors = resident_batches(task.train_dataset(data, last), options["data_collator"], config.training.device)
+    return PlainData(task, data, options, tensors)
+
+
+def plain_loop_images_per_second(
+    config: RecipeConfig, plain: PlainData, epochs: int = 2, compile_mode: str | None = None
+) -> float:
     """A hand-written loop over device-resident data: the reference the project is held to. Any task:
     the task's collated batches (images, and labels where it has them), its training transform, its
     model's own loss, and its optimizer (a task's own, e.g. the probe's LARS, else the Trainer's), in the
     recipe's precision (bf16 autocast) and fast-path choices (channels_last, fused_optimizer).
     ``compile_mode``: ``torch.compile`` the model (``reduce-overhead``: CUDA graphs; full batches only,
     so every step has one shape)."""
-    device, inc = config.training.device, config.incremental
-    task = create_task(config)
-    data = task.prepare()
-    last = data.plan.num_phases - 1
-    options = task.trainer_options(data, last)
-    tensors = resident_batches(task.train_dataset(data, last), options["data_collator"], device)
-    model = task.initial_model(data, config.training.seed).to(device).train()
+    device, inc, options, tensors = config.training.device, config.incremental, plain.options, plain.tensors
+    model = plain.task.initial_model(plain.data, config.training.seed).to(device).train()
     model = to_channels_last(model) if inc.channels_last else model
     factory = options.get("optimizer_factory")
     optimizer = factory(model) if factory else _optimizer(config, model)
@@ -123,9 +140,10 @@ def run_benchmark(argv: list[str], epochs: int = 2, compile_mode: str | None = N
         raise ConfigError("The benchmark's plain loop runs fp32 or bf16. Fix: benchmark with `--bf16 true` or fp32.")
     # The plain loop runs before and after the project's path: on a shared machine one figure drifts by
     # 10-20%; the ratio uses their mean, and both are reported.
-    plain_before = plain_loop_images_per_second(config, epochs, compile_mode)
+    shared = prepare_plain(config)
+    plain_before = plain_loop_images_per_second(config, shared, epochs, compile_mode)
     records, syncs_per_step = project_phases(config)
-    plain_after = plain_loop_images_per_second(config, epochs, compile_mode)
+    plain_after = plain_loop_images_per_second(config, shared, epochs, compile_mode)
     plain = (plain_before + plain_after) / 2
     phases = [
         {

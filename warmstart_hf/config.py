@@ -652,8 +652,9 @@ def parse_config(argv: list[str] | None = None, recipe: dict[str, Any] | None = 
     where = recipe_path or "the recipe"
     defaults_argv, _ = _yaml_to_argv(TRAINING_DEFAULTS, actions, "the project defaults")
     recipe = dict(recipe or {})
-    if isinstance(recipe.get("accelerator_config"), dict):  # a recipe's keys amend the project's, not replace
-        recipe["accelerator_config"] = {**TRAINING_DEFAULTS["accelerator_config"], **recipe["accelerator_config"]}
+    for key, default in TRAINING_DEFAULTS.items():  # a recipe's mapping amends a default mapping, not replaces it
+        if isinstance(default, dict) and isinstance(recipe.get(key), dict):
+            recipe[key] = {**default, **recipe[key]}
     recipe_argv, nulls = _yaml_to_argv(recipe, actions, where)
     for token in argv:
         if token.startswith("--") and token[2:].split("=", 1)[0] not in actions:

@@ -50,17 +50,12 @@ def fused(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
 
 
 _FUSABLE_OPTIM = ("sgd", "adamw_torch", "adamw_torch_fused")  # the Trainer's names for SGD and AdamW
-_OWN_OPTIMIZER = {"linear_probe": "LARS (MAE's linear probe)"}  # tasks whose optimizer ignores `optim`
 
 
 @register_recipe_check
 def check_fast_path(config: RecipeConfig) -> None:
     optim = getattr(config.training.optim, "value", config.training.optim)
-    if config.incremental.fused_optimizer and config.incremental.task in _OWN_OPTIMIZER:
-        raise ConfigError(
-            f"Recipe field `fused_optimizer` is true, but task {config.incremental.task!r} trains with "
-            f"{_OWN_OPTIMIZER[config.incremental.task]}, which has no fused kernel. Fix: set `fused_optimizer: false`."
-        )
+    # a task with its own optimizer (linear_probe: LARS) checks itself
     if config.incremental.fused_optimizer and optim not in _FUSABLE_OPTIM:
         raise ConfigError(
             f"Recipe field `fused_optimizer` is true, but `optim` is {optim!r}, which has no fused kernel in torch. "

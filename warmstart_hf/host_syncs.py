@@ -11,6 +11,8 @@ import warnings
 import torch
 from transformers import TrainerCallback
 
+from warmstart_hf.graceful_stop import stopped_at_epoch_end
+
 SYNC_WARNING = "synchroniz"  # "called a synchronizing CUDA operation"
 
 
@@ -33,7 +35,7 @@ class HostSyncCounter(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.steps += 1
-        if float(state.epoch or 0).is_integer():  # the epoch's last step: its end-of-epoch work follows
+        if stopped_at_epoch_end(state):  # the epoch's last step: its end-of-epoch work follows
             self.close()
         return control
 

@@ -45,6 +45,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from warmstart_hf.config import ConfigError, register_recipe_check
 from warmstart_hf.io import atomic_write_json, read_jsonl
+from warmstart_hf.report.alignment import DIRECTIONS
 
 try:  # huggingface_hub >= 2 talks through httpx2, 1.x through httpx
     from httpx2 import TransportError
@@ -396,7 +397,7 @@ def push_aligned_checkpoints(config: RecipeConfig, run_dir: Path) -> None:
     if not tr.push_to_hub or not (run_dir / "alignment.json").exists():
         return
     alignment = json.loads((run_dir / "alignment.json").read_text())
-    moving = alignment["direction"].split("_to_")[0]
+    moving = DIRECTIONS[alignment["direction"]][0]
     for seed, aligned in alignment["seeds"].items():
         arm_dir = run_dir / f"{moving}-seed{seed}"
         try:

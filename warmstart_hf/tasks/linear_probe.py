@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import ViTMAEForPreTraining
 
-from warmstart_hf.config import ConfigError
+from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
 from warmstart_hf.metrics.diagnostics import weight_diagnostics
 from warmstart_hf.models.pretrained import WEIGHTS_FILE, resolve_pretrained
 from warmstart_hf.models.probe import (
@@ -145,3 +145,13 @@ class MaeFinetune(LinearProbe):
             model, tr.learning_rate, tr.weight_decay, m.layer_decay, (tr.adam_beta1, tr.adam_beta2)
         )
         return {**Classification.trainer_options(self, data, phase), "optimizer_factory": factory}
+
+
+@register_recipe_check
+def check_probe_optimizer(config: RecipeConfig) -> None:
+    """The probe trains with its own LARS, whatever `optim` says: no fused kernel for it."""
+    if config.incremental.task == "linear_probe" and config.incremental.fused_optimizer:
+        raise ConfigError(
+            "Recipe field `fused_optimizer` is true, but task 'linear_probe' trains with LARS (MAE's linear probe), "
+            "which has no fused kernel. Fix: set `fused_optimizer: false`."
+        )

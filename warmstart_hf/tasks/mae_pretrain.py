@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from warmstart_hf.checkpoints import save_pretrained_atomic
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
 from warmstart_hf.data.pixels import collate_pixels
 from warmstart_hf.hub import push_aligned_checkpoints
@@ -144,12 +145,13 @@ class ProbeLoss(TrainerCallback):
         self.images, self.noise, self.every = images, noise, every
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % self.every or model is None:
+        last = state.global_step >= state.max_steps  # the phase model itself: phase_metrics measures it
+        if state.global_step % self.every or model is None or last:
             return control
         loss = probe_loss(model, self.images, self.noise)
         state.log_history.append({"epoch": state.epoch, "step": state.global_step, "probe_loss": loss})
-        if args.should_save:
-            model.save_pretrained(Path(args.output_dir) / SNAPSHOTS / f"step-{state.global_step:07d}")
+        if args.should_save:  # complete or absent: alignment may pick any snapshot
+            save_pretrained_atomic(model, Path(args.output_dir) / SNAPSHOTS / f"step-{state.global_step:07d}")
         return control
 
 
