@@ -18,6 +18,7 @@ from torch import nn
 from transformers import ViTMAEForPreTraining
 
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
+from warmstart_hf.metrics.convergence import loss_plateau
 from warmstart_hf.metrics.diagnostics import weight_diagnostics
 from warmstart_hf.models.pretrained import WEIGHTS_FILE, resolve_pretrained
 from warmstart_hf.models.probe import (
@@ -69,6 +70,11 @@ class LinearProbe(CroppedViews, Classification):
         train, test, validation = self._decode(source)
         names = source["train"].features["label"].names
         crop = encoder["image_size"]
+        if self.config.incremental.crop_size not in (None, crop):
+            raise ConfigError(
+                f"Recipe field `crop_size` has value {self.config.incremental.crop_size}, but the encoder in "
+                f"`pretrained` takes {crop} px. Fix: set crop_size: {crop} (or remove it)."
+            )
         if encoder["num_channels"] != self.config.data.num_channels or crop > self.config.data.image_size:
             raise ConfigError(
                 f"Recipe fields `num_channels` / `image_size` have values {self.config.data.num_channels} / "
@@ -113,6 +119,11 @@ class LinearProbe(CroppedViews, Classification):
 
     def start_diagnostics(self, model: nn.Module, data: ProbeData, phase: int) -> dict[str, Any]:
         return {}
+
+    def phase_metrics(self, trainer, data: ProbeData, phase: int, train) -> dict[str, Any]:
+        """The classification metrics and whether the training loss plateaued (a probe whose learning
+        rate is too small is still descending when its epochs end: its accuracy understates the encoder)."""
+        return {**super().phase_metrics(trainer, data, phase, train), **loss_plateau(trainer.state.log_history)}
 
     def end_diagnostics(self, model: nn.Module, data: ProbeData, phase: int, train, **state) -> dict[str, Any]:
         return weight_diagnostics(model, state["init_state"], state["previous"])
