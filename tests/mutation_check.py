@@ -329,6 +329,92 @@ MUTATIONS = [
     ),
 ]
 
+FT, MAE = T + "test_finetune.py::", T + "test_mae.py::"
+MAE_INIT = MAE + "test_reference_initialisation_draws_the_patch_embedding_and_tokens_as_the_reference"
+LR_RULE = T + "test_config.py::test_the_mae_learning_rate_rule_counts_batch_accumulation_and_processes"
+LARS_STEP = MAE + "test_two_lars_steps_equal_the_reference_update_by_hand"
+TEST_STRENGTH_MUTATIONS = [
+    Mutation(
+        "finetune: empty augmentation still crops and flips",
+        "warmstart_hf/tasks/views.py",
+        (
+            (
+                "    augment = build_augmentation(inc.augmentation, rotation_degrees",
+                '    names = inc.augmentation or ["random_resized_crop", "flip"]\n'
+                "    augment = build_augmentation(names, rotation_degrees",
+            ),
+            (
+                '    if "random_resized_crop" in inc.augmentation:\n        return augment',
+                '    if "random_resized_crop" in names:\n        return augment',
+            ),
+        ),
+        (FT + "test_training_batches_are_the_evaluation_view_without_augmentation_and_differ_with_it",),
+    ),
+    _m(
+        "config: LR rule ignores accumulation",
+        "warmstart_hf/config.py",
+        "        effective = tr.per_device_train_batch_size * tr.world_size * tr.gradient_accumulation_steps",
+        "        effective = tr.per_device_train_batch_size * tr.world_size",
+        LR_RULE,
+    ),
+    _m(
+        "config: LR rule ignores world size",
+        "warmstart_hf/config.py",
+        "        effective = tr.per_device_train_batch_size * tr.world_size * tr.gradient_accumulation_steps",
+        "        effective = tr.per_device_train_batch_size * tr.gradient_accumulation_steps",
+        LR_RULE,
+    ),
+    _m(
+        "mae: patch embedding keeps conv default init",
+        "warmstart_hf/models/mae.py",
+        "        nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))\n",
+        "",
+        MAE_INIT,
+    ),
+    _m(
+        "mae: patch embedding xavier over the 4-D conv weight",
+        "warmstart_hf/models/mae.py",
+        "        nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))",
+        "        nn.init.xavier_uniform_(conv.weight)",
+        MAE_INIT,
+    ),
+    _m(
+        "mae: class token not initialised",
+        "warmstart_hf/models/mae.py",
+        "        nn.init.normal_(model.vit.embeddings.cls_token, std=0.02)\n",
+        "",
+        MAE_INIT,
+    ),
+    _m(  # a transformers release whose table already has the reference's order: the project's swap undoes it
+        "mae: sin-cos halves swapped",
+        "warmstart_hf/models/mae.py",
+        "from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding\n",
+        "import transformers.models.vit_mae.modeling_vit_mae as _vit_mae\n\n"
+        "_table = _vit_mae.build_2d_sinusoidal_position_embedding\n\n\n"
+        "def build_2d_sinusoidal_position_embedding(*args, **kwargs):\n"
+        "    values = _table(*args, **kwargs)\n"
+        "    half = values.shape[-1] // 2\n"
+        "    return torch.cat([values[..., half:], values[..., :half]], dim=-1)\n\n\n"
+        "_vit_mae.build_2d_sinusoidal_position_embedding = build_2d_sinusoidal_position_embedding\n",
+        MAE + "test_position_embeddings_are_the_reference_sin_cos_tables",
+    ),
+    _m(
+        "mae: LARS without momentum",
+        "warmstart_hf/models/probe.py",
+        "    return Lars(groups, lr=lr, momentum=0.9, weight_decay=0.0)",
+        "    return Lars(groups, lr=lr, momentum=0.0, weight_decay=0.0)",
+        LARS_STEP,
+    ),
+    _m(
+        "mae: LARS clips its trust ratio (LARC)",
+        "warmstart_hf/models/probe.py",
+        "    return Lars(groups, lr=lr, momentum=0.9, weight_decay=0.0)",
+        "    return Lars(groups, lr=lr, momentum=0.9, weight_decay=0.0, trust_clip=True)",
+        LARS_STEP,
+    ),
+]
+MUTATIONS += TEST_STRENGTH_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

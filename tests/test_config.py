@@ -142,3 +142,36 @@ def test_an_output_dir_that_is_a_file_is_refused_like_any_bad_input(tiny_recipe,
 def test_a_recipes_accelerator_config_amends_the_projects():
     config = parse_config(recipe={"accelerator_config": {"split_batches": True}})
     assert config.training.accelerator_config.split_batches and config.training.accelerator_config.non_blocking
+
+
+class _Processes:
+    """The accelerate state TrainingArguments builds, reporting ``num_processes`` processes (what
+    ``TrainingArguments.world_size`` reads); everything else is the real single-process state."""
+
+    def __init__(self, num_processes: int, **kwargs):
+        from accelerate import PartialState
+
+        self._state, self.num_processes = PartialState(**kwargs), num_processes
+
+    def __getattr__(self, name: str):
+        return getattr(self._state, name)
+
+
+@pytest.mark.parametrize(
+    ("batch", "accumulation", "processes"), [(64, 1, 1), (32, 4, 1), (16, 1, 2), (8, 3, 4), (128, 2, 8)]
+)
+def test_the_mae_learning_rate_rule_counts_batch_accumulation_and_processes(
+    monkeypatch, batch, accumulation, processes
+):
+    """learning_rate = base_learning_rate x per-device batch x processes x accumulation / 256 (MAE's
+    main_pretrain.py). The process count enters as in a launched run: TrainingArguments builds its
+    accelerate state (patched here to report ``processes``) and ``world_size`` reads it; parse_config
+    then applies the rule (milliseconds, where a launched two-process run costs seconds)."""
+    import transformers.training_args
+
+    monkeypatch.setattr(transformers.training_args, "PartialState", lambda **kw: _Processes(processes, **kw))
+    recipe = yaml.safe_load((REPO / "recipes" / "mae" / "demo_pretrain_mnist.yaml").read_text())
+    recipe |= {"per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation}
+    config = parse_config(recipe=recipe)
+    assert config.training.world_size == processes
+    assert config.training.learning_rate == pytest.approx(4e-3 * batch * accumulation * processes / 256)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -76,6 +77,62 @@ def phase_starts(monkeypatch) -> dict:
 
     monkeypatch.setattr(Finetune, "start_record", capture)
     return starts
+
+
+@pytest.fixture
+def trained_batches(monkeypatch) -> list[dict]:
+    """What each finetune phase trained on: the recipe's augmentation, the phase's stored images and
+    every batch the model saw in training mode (after augmentation), as the Trainer fed them."""
+    phases: list[dict] = []
+    options, forward = Finetune.trainer_options, TimmImageClassifier.forward
+
+    def capture_phase(self, data, phase):
+        stored = self.train_dataset(data, phase)
+        images = torch.from_numpy(np.stack(stored["pixel_values"][:]).astype(np.uint8))
+        phases.append({"augmentation": list(self.config.incremental.augmentation), "stored": images, "batches": []})
+        return options(self, data, phase)
+
+    def capture_batch(self, pixel_values, labels=None, **kwargs):  # forward's signature: the Trainer reads it
+        if self.training:
+            phases[-1]["batches"].append(pixel_values.detach().clone())
+        return forward(self, pixel_values, labels, **kwargs)
+
+    monkeypatch.setattr(Finetune, "trainer_options", capture_phase)
+    monkeypatch.setattr(TimmImageClassifier, "forward", capture_batch)
+    return phases
+
+
+def _share_of_evaluation_views(phase: dict) -> float:
+    """The share of trained images that are the evaluation view of a stored image. The view is written
+    out here, not taken from tasks/views.py: 10 px stored, crop 8 at eval_crop_pct 0.8 resizes to
+    floor(8 / 0.8) = 10 px (no change) and keeps the centre 8 x 8, rows and columns 1..8."""
+    views = {bytes(image[:, 1:9, 1:9].contiguous().numpy()) for image in phase["stored"]}
+    trained = [image for batch in phase["batches"] for image in batch]
+    assert trained and all(image.shape == (1, 8, 8) and image.dtype == torch.uint8 for image in trained)
+    return sum(bytes(image.contiguous().numpy()) in views for image in trained) / len(trained)
+
+
+def _assert_trained_as_labelled(phases: list[dict]) -> None:
+    """``augmentation: []`` trains on the evaluation view, every image of every batch; crop + flip
+    trains (almost always) on something else."""
+    assert {bool(p["augmentation"]) for p in phases} == {True, False}
+    for phase in phases:
+        share = _share_of_evaluation_views(phase)
+        if phase["augmentation"]:
+            assert share < 0.5, (phase["augmentation"], share)
+        else:
+            assert share == 1.0, share
+
+
+def test_training_batches_are_the_evaluation_view_without_augmentation_and_differ_with_it(
+    finetune_recipe, trained_batches
+):
+    for augmentation in ([], ["random_resized_crop", "flip"]):
+        recipe = {**finetune_recipe, "augmentation": augmentation, "num_phases": 1, "strategies": ["warm"]}
+        run_experiment(parse_config(recipe={**recipe, "run_name": f"aug{len(augmentation)}"}))
+    _assert_trained_as_labelled(trained_batches)
+    plain = next(p for p in trained_batches if not p["augmentation"])
+    assert sum(len(b) for b in plain["batches"]) == len(plain["stored"])  # one epoch: every stored image once
 
 
 def _records(run_dir: Path, arm: str) -> list[dict]:
@@ -273,7 +330,9 @@ def _yaml(path: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_fig3_grid_runs_per_dataset_recipes_and_the_report_pairs_warm_and_cold(finetune_recipe, tmp_path):
+def test_fig3_grid_runs_per_dataset_recipes_and_the_report_pairs_warm_and_cold(
+    finetune_recipe, tmp_path, trained_batches
+):
     import yaml
 
     from warmstart_hf.report.study import write_study_report
@@ -295,6 +354,8 @@ def test_fig3_grid_runs_per_dataset_recipes_and_the_report_pairs_warm_and_cold(f
     }
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
     sweep_dir = run_sweep(load_sweep(tmp_path / "grid.yaml"))
+    _assert_trained_as_labelled(trained_batches)  # "off" trained on the evaluation view, "on" did not
+    assert len(trained_batches) == 2 * 2 * 2 * 2  # augmentations x arms x seeds x phases
     out = write_study_report([sweep_dir])
     rows = {row["augmentation"]: row for row in _csv_rows(out / "fig3.csv")}
     assert set(rows) == {"on", "off"} and (out / "fig3.png").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -32,22 +33,25 @@ def _records(run_dir: Path, arm: str) -> list[dict]:
     return [json.loads(line) for line in (run_dir / arm / "results.jsonl").read_text().splitlines()]
 
 
+_TINY = {
+    "image_size": 8,
+    "num_channels": 1,
+    "patch_size": 4,
+    "hidden_size": 16,
+    "layers": 1,
+    "heads": 2,
+    "decoder_hidden_size": 8,
+    "decoder_layers": 1,
+    "decoder_heads": 2,
+    "mask_ratio": 0.75,
+    "layer_norm_eps": 1e-6,
+    "image_mean": [0.3],
+    "image_std": [0.2],
+}
+
+
 def _tiny_config():
-    return build_mae_config(
-        image_size=8,
-        num_channels=1,
-        patch_size=4,
-        hidden_size=16,
-        layers=1,
-        heads=2,
-        decoder_hidden_size=8,
-        decoder_layers=1,
-        decoder_heads=2,
-        mask_ratio=0.75,
-        layer_norm_eps=1e-6,
-        image_mean=[0.3],
-        image_std=[0.2],
-    )
+    return build_mae_config(**_TINY)
 
 
 def test_probe_loss_is_deterministic_and_is_plain_vitmae_loss_on_normalised_pixels():
@@ -79,6 +83,30 @@ def test_reference_initialisation_differs_from_transformers_where_documented():
     fc_bound = (6 / (fc.shape[0] + fc.shape[1])) ** 0.5
     assert fc.abs().max() <= fc_bound and fc.abs().max() > 0.8 * fc_bound
     assert torch.all(reference.vit.layers[0].attention.q_proj.bias == 0)
+
+
+def test_reference_initialisation_draws_the_patch_embedding_and_tokens_as_the_reference():
+    """MAE models_mae.py initialize_weights: the patch projection's weight is drawn as a Linear's,
+    xavier_uniform over the flattened (out, in x k x k) weight, so bound sqrt(6 / (out + in k k)); not
+    PyTorch's Conv2d default (bound 1 / sqrt(in k k)) nor xavier of the 4-D weight (sqrt(6 / (in k k +
+    out k k))). Its bias keeps PyTorch's default; class and mask tokens are N(0, 0.02). Pooled over 16
+    seeded draws of the tiny model (16 x 1 x 4 x 4 weights, 16 + 8 token entries each)."""
+    models = [create_mae(_tiny_config(), seed, "reference").requires_grad_(False) for seed in range(16)]
+    conv = models[0].vit.embeddings.patch_embeddings.projection
+    out, fan_in = conv.weight.shape[0], conv.weight[0].numel()
+    bound = (6 / (out + fan_in)) ** 0.5
+    weights = torch.cat([m.vit.embeddings.patch_embeddings.projection.weight.flatten() for m in models])
+    assert weights.abs().max() <= bound and weights.abs().max() > 0.98 * bound
+    assert float(weights.std()) == pytest.approx(bound / 3**0.5, rel=0.05)  # uniform(-b, b): std b / sqrt(3)
+    assert float(weights.mean()) == pytest.approx(0.0, abs=0.02)
+    biases = torch.cat([m.vit.embeddings.patch_embeddings.projection.bias for m in models])
+    assert biases.abs().max() <= fan_in**-0.5 and biases.abs().min() > 0  # Conv2d's default bias
+    for tokens in (
+        torch.cat([m.vit.embeddings.cls_token.flatten() for m in models]),
+        torch.cat([m.decoder.mask_token.flatten() for m in models]),
+    ):
+        assert float(tokens.std()) == pytest.approx(0.02, rel=0.15)
+        assert float(tokens.mean()) == pytest.approx(0.0, abs=3 * 0.02 / len(tokens) ** 0.5)
 
 
 def test_alignment_picks_the_nearest_snapshot_and_flags_an_impossible_phase():
@@ -167,6 +195,55 @@ def test_the_probe_head_is_a_batchnorm_without_affine_parameters_and_lars_adapts
     assert not model.vit.training and model.head.training  # the frozen encoder stays in eval mode
 
 
+def _reference_lars(weight: torch.Tensor, grads: list[torch.Tensor], lr: float, weight_decay: float = 0.0):
+    """MAE util/lars.py LARS.step (momentum 0.9, trust coefficient 0.001) written out for one parameter,
+    in float64: for ndim > 1, dp = g + weight_decay x w and dp x= 0.001 ||w|| / ||dp|| when both norms are
+    positive (else 1); 1-D parameters take g unchanged; mu = 0.9 mu + dp; w -= lr mu."""
+    w, mu = weight.double().clone(), torch.zeros_like(weight, dtype=torch.float64)
+    for grad in grads:
+        dp = grad.double()
+        if w.ndim > 1:
+            dp = dp + weight_decay * w
+            w_norm, dp_norm = w.norm(), dp.norm()
+            dp = dp * (0.001 * w_norm / dp_norm if w_norm > 0 and dp_norm > 0 else 1.0)
+        mu = 0.9 * mu + dp
+        w = w - lr * mu
+    return w
+
+
+def test_two_lars_steps_equal_the_reference_update_by_hand():
+    """The probe's optimizer against MAE's LARS computed by hand: the matrix is adapted, the bias is
+    not; momentum carries the first step into the second. A matrix starting at zero takes its first
+    step unadapted (ratio 1)."""
+    from warmstart_hf.models.probe import MaeLinearProbe, MaeProbeConfig, lars_optimizer
+
+    draw = torch.Generator().manual_seed(0)
+    lr = 0.1
+    for start in ("drawn", "zero"):
+        model = MaeLinearProbe(MaeProbeConfig(encoder=_tiny_config().to_dict(), num_labels=3))
+        matrix, bias = model.head[1].weight, model.head[1].bias
+        with torch.no_grad():
+            matrix.copy_(torch.randn(3, 16, generator=draw) * (start == "drawn"))
+            bias.copy_(torch.randn(3, generator=draw))
+        initial = {"matrix": matrix.detach().clone(), "bias": bias.detach().clone()}
+        grads = {
+            "matrix": [torch.randn(3, 16, generator=draw) * 0.002 for _ in range(2)],
+            "bias": [torch.randn(3, generator=draw) * 0.002 for _ in range(2)],
+        }
+        if start == "drawn":  # a trust ratio that a LARC-style clip of ratio / lr at 1 would change
+            ratio = 0.001 * initial["matrix"].norm() / grads["matrix"][0].norm()
+            assert 0.1 < ratio < 1 < ratio / lr
+        optimizer = lars_optimizer(model, lr)
+        assert all(group["weight_decay"] == 0.0 for group in optimizer.param_groups)  # MAE probes without it
+        for step in range(2):
+            matrix.grad, bias.grad = grads["matrix"][step].clone(), grads["bias"][step].clone()
+            optimizer.step()
+        for name, parameter in (("matrix", matrix), ("bias", bias)):
+            expected = _reference_lars(initial[name], grads[name], lr).float()
+            torch.testing.assert_close(parameter.detach(), expected, rtol=1e-5, atol=1e-8, msg=f"{start} {name}")
+            assert not torch.equal(parameter.detach(), initial[name])
+
+
 @pytest.mark.slow
 def test_phases_and_aligned_checkpoints_are_pushed_and_load_back_by_revision(hub, tmp_path):
     from huggingface_hub import HfApi
@@ -253,22 +330,42 @@ def test_mixup_mixes_each_batch_with_its_reverse_and_the_targets_say_how(tmp_pat
     assert targets[0, 5] == pytest.approx(float((1 - lam) * 0.9 + 0.01), abs=1e-6)  # the reversed partner
 
 
-def test_position_embeddings_are_the_fixed_sin_cos_tables_and_heads_reload():
-    """transformers 5.24 leaves ViTMAE's position tables at zero when built from a config: ours are
-    written explicitly, in both inits; the probe and finetuning models round-trip through from_pretrained."""
-    import tempfile
+def _reference_sincos_table(dim: int, grid: int) -> np.ndarray:
+    """MAE util/pos_embed.py get_2d_sincos_pos_embed(dim, grid, cls_token=True), written out: per axis
+    D/2 features, [sin | cos] of position x omega with omega = 1 / 10000^(i / (D/4)), i < D/4. The
+    first half encodes the column (the reference's "emb_h" is fed grid[0] of meshgrid(grid_w, grid_h),
+    the w coordinate), the second half the row; patches row-major; the class token's row is zeros."""
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (np.arange(quarter) / quarter)
+    patch = np.arange(grid * grid)
+    halves = []
+    for position in (patch % grid, patch // grid):  # column, then row
+        angles = position[:, None] * omega[None, :]
+        halves.append(np.concatenate([np.sin(angles), np.cos(angles)], axis=1))
+    return np.concatenate([np.zeros((1, dim)), np.concatenate(halves, axis=1)], axis=0)
 
-    from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
+
+def test_position_embeddings_are_the_reference_sin_cos_tables():
+    """Encoder and decoder tables equal the reference's (built above with numpy, not with the function
+    the code calls), in both inits; fixed (no gradient) during pretraining. transformers leaves the
+    tables at zero when the model is built from a config, so the code writes them. A 4 x 4 patch grid."""
+    config = build_mae_config(**{**_TINY, "image_size": 16, "hidden_size": 32, "decoder_hidden_size": 16})
+    for init in ("reference", "hf"):
+        model = create_mae(config, 0, init)
+        for table in (model.vit.embeddings.position_embeddings, model.decoder.decoder_pos_embed):
+            expected = torch.from_numpy(_reference_sincos_table(table.shape[-1], 4)).float()
+            assert table.shape == (1, 17, table.shape[-1])
+            torch.testing.assert_close(table[0], expected, rtol=0, atol=1e-6)
+            assert not table.requires_grad
+
+
+def test_the_probe_and_finetuning_models_reload_with_identical_outputs():
+    """The probe and finetuning models round-trip through from_pretrained; finetuning trains the
+    position table that pretraining froze."""
+    import tempfile
 
     from warmstart_hf.models.probe import MaeClassifier, MaeFinetuneConfig, MaeLinearProbe, MaeProbeConfig
 
-    for init in ("reference", "hf"):
-        model = create_mae(_tiny_config(), 0, init)
-        for table in (model.vit.embeddings.position_embeddings, model.decoder.decoder_pos_embed):
-            values = build_2d_sinusoidal_position_embedding(2, 2, table.shape[-1], cls_token=True).float()
-            half = values.shape[-1] // 2
-            assert torch.allclose(table[0], torch.cat([values[:, half:], values[:, :half]], dim=-1))
-            assert table.abs().sum() > 0 and not table.requires_grad
     images = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
     for cls, config in ((MaeLinearProbe, MaeProbeConfig), (MaeClassifier, MaeFinetuneConfig)):
         model = cls(config(encoder=_tiny_config().to_dict(), num_labels=3)).eval()
