@@ -236,7 +236,8 @@ def plot_fig5(table: list[dict[str, Any]], gaps: list[dict[str, Any]], path: Pat
     right.set_xticks(range(len(labels)), ticks, fontsize="small")
     right.set_ylabel("warm - cold, paired by seed (points)")
     fig.suptitle(
-        f"Downstream evaluation of the pretraining checkpoints (Fig. 5); whiskers: 95% intervals over seeds\n"
+        f"Downstream evaluation of the pretraining checkpoints (Fig. 5); whiskers: 95% intervals over seeds "
+        "(none with one seed)\n"
         f"aligned: flagged phases excluded: {excluded}",
         fontsize="medium",
     )
@@ -245,8 +246,9 @@ def plot_fig5(table: list[dict[str, Any]], gaps: list[dict[str, Any]], path: Pat
 
 
 def _whiskers(cells: list[dict[str, Any]], mean: str, ci: str) -> np.ndarray:
-    """Error bars (2 x n) from mean and interval bounds; zero where the interval is undefined (one seed)."""
+    """Error bars (2 x n) from mean and interval bounds; none drawn where the interval is undefined (one seed)."""
     pairs = [
-        (0.0, 0.0) if c[f"{ci}_low"] is None else (c[mean] - c[f"{ci}_low"], c[f"{ci}_high"] - c[mean]) for c in cells
+        (np.nan, np.nan) if c[f"{ci}_low"] is None else (c[mean] - c[f"{ci}_low"], c[f"{ci}_high"] - c[mean])
+        for c in cells
     ]
     return np.array(pairs, dtype=float).T.reshape(2, len(cells))
