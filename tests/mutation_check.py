@@ -415,6 +415,60 @@ TEST_STRENGTH_MUTATIONS = [
 ]
 MUTATIONS += TEST_STRENGTH_MUTATIONS
 
+A = "tests/test_alignment.py::"
+ALIGNMENT_MUTATIONS = [
+    _m(
+        "alignment: candidates only from the same phase",
+        "warmstart_hf/report/alignment.py",
+        "    return [align_phase(m, f, tolerance, moving[:index]) for index, (m, f) in enumerate(zip(moving, fixed))]",
+        "    return [align_phase(m, f, tolerance, []) for index, (m, f) in enumerate(zip(moving, fixed))]",
+        A + "test_the_candidates_span_earlier_phases_and_the_choice_names_its_phase_and_step",
+    ),
+    _m(
+        "alignment: ties go to the later phase",
+        "warmstart_hf/report/alignment.py",
+        'abs(point["probe_loss"] - target), point.get("phase", 0), point["step"]',
+        'abs(point["probe_loss"] - target), -point.get("phase", 0), point["step"]',
+        A + "test_ties_go_to_the_earlier_phase_and_a_fresh_start_is_no_candidate",
+    ),
+    _m(
+        "fig4: a flagged phase is not flagged in the study table",
+        "warmstart_hf/report/pretraining.py",
+        '"flagged": "" if p["within_tolerance"] else "flagged"',
+        '"flagged": ""',
+        A + "test_the_study_table_names_the_chosen_phase_and_flags_but_keeps_a_flagged_phase",
+    ),
+    _m(
+        "fig5: flagged phases averaged",
+        "warmstart_hf/downstream.py",
+        '    return not r.get("flagged")',
+        "    return True",
+        A + "test_flagged_pairs_are_left_out_of_the_aligned_averages_and_listed",
+    ),
+    _m(
+        "fig5: gap not paired by seed",
+        "warmstart_hf/downstream.py",
+        "        gaps = [warm[s] - cold[s] for s in seeds]",
+        "        gaps = [warm[s] - cold[t] for s, t in zip(seeds, reversed(seeds))]",
+        A + "test_the_warm_minus_cold_gap_is_paired_by_seed_with_its_interval_and_verdict",
+    ),
+    _m(
+        "fig5: the plateau mark is not read from the probe's record",
+        "warmstart_hf/downstream.py",
+        '"plateaued": last.get("train_loss_plateaued"),',
+        '"plateaued": None,',
+        A + "test_probes_that_did_not_plateau_are_marked_and_unknown_is_not_failure",
+    ),
+    _m(
+        "fig5: an unknown plateau mark counts as not plateaued",
+        "warmstart_hf/downstream.py",
+        '            if r["recipe"] == recipe and r.get("plateaued") is not None:',
+        '            if r["recipe"] == recipe:',
+        A + "test_probes_that_did_not_plateau_are_marked_and_unknown_is_not_failure",
+    ),
+]
+MUTATIONS += ALIGNMENT_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

@@ -45,7 +45,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from warmstart_hf.config import ConfigError, register_recipe_check
 from warmstart_hf.io import atomic_write_json, read_jsonl
-from warmstart_hf.report.alignment import DIRECTIONS
+from warmstart_hf.report.alignment import DIRECTIONS, chosen_phase
 
 try:  # huggingface_hub >= 2 talks through httpx2, 1.x through httpx
     from httpx2 import TransportError
@@ -391,8 +391,10 @@ def _plot_phases(arms: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 def push_aligned_checkpoints(config: RecipeConfig, run_dir: Path) -> None:
     """With ``push_to_hub``: every loss-aligned snapshot of ``alignment.json`` to branch
-    ``phase-XX-aligned`` of its arm's repo (the end-of-phase models are on ``phase-XX`` already).
-    Recorded in the arm's hub.json under ``aligned``; never raises, as the phase pushes."""
+    ``phase-XX-aligned`` of its arm's repo (the end-of-phase models are on ``phase-XX`` already); the
+    card names the chosen phase and step (which may be an earlier phase's), and a flagged phase's card
+    says it is the nearest checkpoint, not an aligned pair. Recorded in the arm's hub.json under
+    ``aligned`` (commits), ``aligned_notes`` and ``aligned_phases`` (the chosen phase); never raises."""
     tr = config.training
     if not tr.push_to_hub or not (run_dir / "alignment.json").exists():
         return
@@ -417,7 +419,8 @@ def push_downstream_cards(run_dir: Path, rows: list[dict[str, Any]], token: str 
         for branch, kind in branches:
             phase = int(branch.split("-")[1])
             table = _downstream_table(rows, arm_dir.name, phase, kind)
-            shown = [r for r in records if r["phase"] <= phase]
+            seen = state.get("aligned_phases", {}).get(branch, phase) if kind == "aligned" else phase
+            shown = [r for r in records if r["phase"] <= seen]
             note = state.get("aligned_notes", {}).get(branch, "")  # an aligned card keeps its alignment note
             card = render_card(arm_dir, shown, state["repo_id"], branch=branch, note=note, downstream=table)
             _push_card(card, state["repo_id"], branch, token)
@@ -440,6 +443,22 @@ def _push_card(card: ModelCard, repo_id: str, branch: str, token: str | None) ->
         logger.exception("updating the card of %s@%s failed", repo_id, branch)
 
 
+def _aligned_note(p: dict[str, Any]) -> str:
+    """The card's note: which checkpoint (phase and step) was chosen, against which target, and a
+    flagged phase said plainly (it is pushed for inspection, not as an aligned pair)."""
+    where = f"the checkpoint at step {p['chosen_step']} of phase {chosen_phase(p)}"
+    text = (
+        f"Loss-aligned checkpoint of phase {p['phase']}: {where}, probe loss {p['chosen_loss']:.5f} against the "
+        f"other arm's end of phase {p['phase']} at {p['target_loss']:.5f} (gap {p['gap']:+.5f})."
+    )
+    if not p["within_tolerance"]:
+        text += (
+            " FLAGGED: no checkpoint of this arm came within the alignment tolerance, so this is the nearest one, "
+            "not an aligned pair; the downstream aligned averages leave it out."
+        )
+    return text
+
+
 def _push_aligned_arm(arm_dir: Path, repo_id: str, phases: list[dict[str, Any]], token: str | None) -> None:
     records = read_jsonl(arm_dir / "results.jsonl")
     state = read_hub_state(arm_dir) or {"repo_id": repo_id, "branches": {}, "main": None, "last_error": None}
@@ -448,16 +467,13 @@ def _push_aligned_arm(arm_dir: Path, repo_id: str, phases: list[dict[str, Any]],
         branch = f"{phase_branch(p['phase'])}-aligned"
         if branch in state.get("aligned", {}):
             continue
-        note = (
-            f"Loss-aligned checkpoint of phase {p['phase']}: step {p['chosen_step']}, probe loss "
-            f"{p['chosen_loss']:.5f} against the other arm's {p['target_loss']:.5f} (gap {p['gap']:+.5f}"
-            f"{'' if p['within_tolerance'] else ', outside the tolerance'})."
-        )
-        shown = [r for r in records if r["phase"] <= p["phase"]]
+        note = _aligned_note(p)
+        shown = [r for r in records if r["phase"] <= chosen_phase(p)]  # the data the checkpoint has seen
         folder = arm_dir / p["chosen_snapshot"]
         commit = _push_folder(api, arm_dir, repo_id, shown, folder, branch, RETRY, note=note)
         state.setdefault("aligned", {})[branch] = commit
         state.setdefault("aligned_notes", {})[branch] = note
+        state.setdefault("aligned_phases", {})[branch] = chosen_phase(p)
         _write_state(arm_dir, state, records)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from warmstart_hf.io import atomic_write_text
-from warmstart_hf.report.alignment import DIRECTIONS, write_alignment
+from warmstart_hf.report.alignment import DIRECTIONS, chosen_phase, write_alignment
 from warmstart_hf.report.summary import load_run_results, optimizer_policies, write_rows_csv
 
 
@@ -72,7 +72,8 @@ def write_pretraining_summary(run_dir: str | Path) -> str:
         plot_fig4(arms, alignment, run_dir / "fig4.png")
         flagged = {seed: a["flagged"] for seed, a in alignment["seeds"].items() if a["flagged"]}
         text += f"\nAligned checkpoints ({direction}, tolerance {tolerance}): alignment.json; fig4.png. "
-        text += f"Phases with no pair within tolerance: {flagged or 'none'}.\n"
+        text += "Phases with no pair within tolerance (flagged: hatched in fig4.png, left out of Fig. 5's aligned "
+        text += f"averages): {flagged or 'none'}.\n"
     atomic_write_text(run_dir / "summary.md", text)
     return table
 
@@ -93,20 +94,32 @@ def plot_probe_curves(arms: dict[str, list[dict[str, Any]]], path: Path) -> None
 def _probe_curves(ax, arms: dict[str, list[dict[str, Any]]]) -> None:
     colors = {"warm": "tab:orange", "cold": "tab:blue"}
     for name, records in sorted(arms.items()):
-        strategy, offset, xs, ys = records[0]["strategy"], 0, [], []
+        starts, xs, ys = phase_offsets(records), [], []
         for record in records:
-            xs += [offset + p["step"] for p in record["probe_curve"]]
+            xs += [starts[record["phase"]] + p["step"] for p in record["probe_curve"]]
             ys += [p["probe_loss"] for p in record["probe_curve"]]
-            offset += record["steps"]
-        ax.plot(xs, ys, color=colors.get(strategy), alpha=0.8, label=name)
-    ax.set_xlabel("optimizer step (phases end to end)")
+        ax.plot(xs, ys, color=colors.get(records[0]["strategy"]), alpha=0.8, label=name)
+    for boundary in list(phase_offsets(next(iter(arms.values()))).values())[1:]:
+        ax.axvline(boundary, color="gray", lw=0.6, ls=":")
+    ax.set_xlabel("optimizer step (phases end to end; dotted: phase boundaries)")
     ax.set_ylabel("probe loss")
     ax.legend(fontsize="small")
 
 
+def phase_offsets(records: list[dict[str, Any]]) -> dict[int, int]:
+    """Phase -> the step at which it starts when an arm's phases are laid end to end."""
+    starts, offset = {}, 0
+    for record in records:
+        starts[record["phase"]] = offset
+        offset += record["steps"]
+    return starts
+
+
 def plot_fig4(arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any], path: Path) -> None:
-    """Left: each arm's probe loss over the steps of all phases (phases laid end to end). Right: per
-    phase, warm - cold probe loss at the end of the phase and between the aligned checkpoints."""
+    """Left: each arm's probe loss over the steps of all phases (phases laid end to end), the chosen
+    aligned checkpoints marked (x: flagged). Right: per phase, warm - cold probe loss at the end of the
+    phase and between the aligned checkpoints (seed means); a phase flagged in any seed is hatched and
+    annotated, not left out."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,18 +127,33 @@ def plot_fig4(arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any], 
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     _probe_curves(left, arms)
+    _mark_aligned(left, arms, alignment)
     sign = 1.0 if DIRECTIONS[alignment["direction"]][0] == "warm" else -1.0  # report warm - cold
-    phases = [p["phase"] for seed in alignment["seeds"].values() for p in seed["phases"]]
-    for key, label, shift in (("end_of_phase_gap", "end of phase", -0.2), ("gap", "aligned", 0.2)):
-        by_phase = defaultdict(list)
-        for seed in alignment["seeds"].values():
-            for p in seed["phases"]:
-                by_phase[p["phase"]].append(sign * p[key])
-        right.bar(
-            [p + shift for p in sorted(by_phase)], [np.mean(by_phase[p]) for p in sorted(by_phase)], 0.4, label=label
-        )
+    by_phase, flagged = defaultdict(lambda: defaultdict(list)), defaultdict(int)
+    for seed in alignment["seeds"].values():
+        for p in seed["phases"]:
+            for key in ("end_of_phase_gap", "gap"):
+                by_phase[key][p["phase"]].append(sign * p[key])
+            flagged[p["phase"]] += not p["within_tolerance"]
+    phases = sorted(by_phase["gap"])
+    right.bar(
+        [p - 0.2 for p in phases], [np.mean(by_phase["end_of_phase_gap"][p]) for p in phases], 0.4, label="end of phase"
+    )
+    hatches = ["//" if flagged[p] else None for p in phases]
+    bars = right.bar(
+        [p + 0.2 for p in phases],
+        [np.mean(by_phase["gap"][p]) for p in phases],
+        0.4,
+        hatch=hatches,
+        label="aligned (hatched: flagged, outside the tolerance)",
+    )
+    for bar, p in zip(bars, phases):
+        if flagged[p]:
+            right.annotate(
+                f"flagged {flagged[p]}/{len(by_phase['gap'][p])}", (bar.get_x(), bar.get_height()), fontsize="x-small"
+            )
     right.axhline(0, color="black", lw=0.8)
-    right.set_xticks(sorted(set(phases)))
+    right.set_xticks(phases)
     right.set_xlabel("phase")
     right.set_ylabel("warm - cold probe loss")
     right.legend(fontsize="small")
@@ -133,7 +161,31 @@ def plot_fig4(arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any], 
     plt.close(fig)
 
 
-ALIGNMENT_COLUMNS = ["run", "seed", "phase", "target_loss", "chosen_step", "chosen_loss", "gap", "end_of_phase_gap"]
+def _mark_aligned(ax, arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any]) -> None:
+    """The moving arm's chosen checkpoints on the probe curves: o within the tolerance, x flagged."""
+    moving = DIRECTIONS[alignment["direction"]][0]
+    for seed, aligned in alignment["seeds"].items():
+        records = arms.get(f"{moving}-seed{seed}")
+        if not records:
+            continue
+        starts = phase_offsets(records)
+        for p in aligned["phases"]:
+            x = starts.get(chosen_phase(p), 0) + p["chosen_step"]
+            ax.plot(x, p["chosen_loss"], "o" if p["within_tolerance"] else "x", color="black", ms=4)
+
+
+ALIGNMENT_COLUMNS = [
+    "run",
+    "seed",
+    "phase",
+    "target_loss",
+    "chosen_phase",
+    "chosen_step",
+    "chosen_loss",
+    "gap",
+    "end_of_phase_gap",
+    "flagged",
+]
 
 
 def fig4_section(runs: list[tuple[str, Path]], out: Path) -> list[str]:
@@ -149,14 +201,18 @@ def fig4_section(runs: list[tuple[str, Path]], out: Path) -> list[str]:
         lines.append(f"- `{name}`: {label} ({alignment['direction']}, tolerance {alignment['tolerance']})\n")
         for seed, aligned in alignment["seeds"].items():
             for p in aligned["phases"]:
-                flag = "" if p["within_tolerance"] else " (flagged)"
-                rows.append({"run": label, "seed": seed, **{k: p[k] for k in ALIGNMENT_COLUMNS[2:]}, "flag": flag})
+                cells = {**p, "chosen_phase": chosen_phase(p), "flagged": "" if p["within_tolerance"] else "flagged"}
+                rows.append({"run": label, "seed": seed, **{k: cells[k] for k in ALIGNMENT_COLUMNS[2:]}})
     if not rows:
         return []
     write_rows_csv(out / "alignment.csv", rows)
     table = ["| " + " | ".join(ALIGNMENT_COLUMNS) + " |", "|" + "---|" * len(ALIGNMENT_COLUMNS)]
     for r in rows:
         cells = [f"{r[c]:.5f}" if isinstance(r[c], float) else str(r[c]) for c in ALIGNMENT_COLUMNS]
-        table.append("| " + " | ".join(cells) + f" |{r['flag']}")
-    intro = "Probe losses of the aligned pairs (the chosen snapshot vs the target arm's end of phase).\n"
+        table.append("| " + " | ".join(cells) + " |")
+    intro = (
+        "Probe losses of the aligned pairs: the chosen checkpoint (phase and step; it may lie in an earlier phase) "
+        "vs the target arm's end of phase. Flagged: no checkpoint within the tolerance; Fig. 5 leaves that pair "
+        "out of its aligned averages.\n"
+    )
     return ["## Fig. 4: pretraining loss and aligned checkpoints\n", intro, "\n".join(table) + "\n", *lines]
