@@ -230,8 +230,11 @@ def _pretrained_stand_in(value: str, root: Path, run) -> str:
             network = timm.create_model(value.removeprefix("timm/"), pretrained=False)
             timm.models._hub.save_for_hf(network, folder, safe_serialization=True)
         return str(folder)
-    producer = {"runs/mae_imagenet": "recipes/mae/imagenet_pretrain.yaml", "runs/mae_demo": "recipes/mae/demo_pretrain_mnist.yaml"}
-    producer["runs/finetune_demo_pretrain"] = "recipes/finetune/demo_pretrain_mnist.yaml"
+    producer = {
+        "runs/mae_imagenet": "recipes/mae/imagenet_pretrain.yaml",
+        "runs/mae_demo": "recipes/mae/demo_pretrain_mnist.yaml",
+        "runs/finetune_demo_pretrain": "recipes/finetune/demo_pretrain_mnist.yaml",
+    }
     for prefix, recipe in producer.items():
         if value.startswith(prefix + "/"):
             overrides = run(recipe)[1]
