@@ -59,7 +59,7 @@ class Finetune(CroppedViews, Classification):
                 "(e.g. 256 for 224)."
             )
         source, plan = self._source_and_plan()
-        train, test, validation = self._decode(source)
+        train, test, validation = self._decode(source, crop)
         names = source["train"].features["label"].names
         config = finetune_config(weights, names, image_size=crop, frozen_norm_stats=mode != "full")
         return FinetuneData(plan, train, test, config, validation, pretrained=weights, crop_size=crop)
