@@ -76,7 +76,8 @@ def measure(args) -> dict:
 
     return {
         "images": args.images, "size": args.size, "crop": crop, "workers": args.workers, "device": args.device,
-        "rand_augment": args.rand_augment, "interpolation": args.interpolation, "torch_threads": torch.get_num_threads(),
+        "rand_augment": args.rand_augment, "interpolation": args.interpolation,
+        "torch_threads": torch.get_num_threads(),
         "worker_path_images_per_s": round(worker, 1),
         "device_path_decode_once_images_per_s": round(decode_once, 1),
         "device_path_images_per_s": round(_rate(stored, args, device, device_view), 1),

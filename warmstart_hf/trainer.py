@@ -1,7 +1,8 @@
 """The Trainer subclass that runs one phase.
 
 It adds to ``transformers.Trainer`` only what the references need: batched augmentation on the
-device inside the training step (and an evaluation view, e.g. a centre crop, in prediction), a
+device inside the training step (and an evaluation view, e.g. a centre crop, in prediction) or, on the
+worker path, the training loader reading the phase's rows through a per-sample training view, a
 multi-step learning-rate schedule (x gamma at given epochs, as in the target study), weight decay on
 every parameter (the CIFAR references' rule), an optional optimizer state carried over from the
 previous phase, a strategy's regularizer added to the loss, and (optionally) a training loss over
