@@ -228,9 +228,10 @@ class IncrementalArguments:
         default="device",
         metadata={
             "help": "Where the 224-px views of the tasks that crop are made. device: from the stored image_size "
-            "squares, batched on the training device (exact resume; the embedded demos). worker: per sample from the "
+            "squares, batched on the training device (the embedded demos). worker: per sample from the "
             "full-resolution image in the DataLoader workers (torchvision PIL transforms, as the MAE reference), "
-            "uint8 at crop_size to the device; needs decode: lazy (image_size then only bounds crop_size)."
+            "uint8 at crop_size to the device; needs decode: lazy (image_size then only bounds crop_size). "
+            "Reproducible from the seed; a resumed phase draws new views after the resume (data/sample_views.py)."
         },
     )
     interpolation: Literal["bilinear", "bicubic"] = field(

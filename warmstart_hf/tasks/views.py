@@ -4,10 +4,11 @@ mae_pretrain) share: the evaluation view (resize + centre crop to ``crop_size``)
 view first), and where they are made (``views``):
 
 - ``device``: from the stored ``image_size`` squares, batched on the training device
-  (``warmstart_hf/data/augment.py``); exact resume; the embedded demos.
+  (``warmstart_hf/data/augment.py``); the embedded demos.
 - ``worker``: per sample from the full-resolution image in the DataLoader workers
   (``warmstart_hf/data/sample_views.py``), as the MAE reference does: every split reads as its
-  evaluation view, and the training loader reads the phase's rows through the training view.
+  evaluation view, and the training loader reads the phase's rows through the training view. A run is
+  reproducible from its seed; a resumed phase draws new views after the resume (see that module).
 
 Random erasing (``random_erasing``) is applied on the device on either path, after the view and
 before mixup; RandAugment (``rand_augment``) runs in the workers.
