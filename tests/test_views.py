@@ -172,6 +172,34 @@ def test_device_path_bicubic_resamples_as_torch_interpolate():
     assert torch.equal(view, resized.round().clamp(0, 255).to(torch.uint8)[..., 4:12, 4:12])
 
 
+def test_the_training_loader_reads_the_training_view_and_prediction_the_evaluation_view(tmp_path):
+    """48 x 24 images, crop_scale [1, 1]: the training view is the centre 32 x 24 resized to 16 (the
+    crop's fallback), the evaluation view Resize(18) + CenterCrop(16): the trainer's training batches
+    are the first, its evaluation batches the second."""
+    from transformers import TrainingArguments
+
+    from warmstart_hf.data.pixels import collate_pixels
+    from warmstart_hf.trainer import PhaseTrainer
+
+    images = [_wide_image_with_marked_edges(48, 24)] * 4
+    task = _task(**WORKER, crop_scale=[1.0, 1.0])
+    rows = task.decode_split(_images_dataset(images), 16)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, per_device_eval_batch_size=4,
+        remove_unused_columns=False, report_to="none",
+    )
+    trainer = PhaseTrainer(
+        model=torch.nn.Linear(1, 1), args=args, train_dataset=rows, data_collator=collate_pixels,
+        train_rows=task.train_rows(_data()),
+    )
+    centre = TF.resize(TF.center_crop(images[0], [24, 32]), [16, 16], interpolation=InterpolationMode.BICUBIC)
+    trained = next(iter(trainer.get_train_dataloader()))["pixel_values"]
+    assert all(np.array_equal(view, np.asarray(centre).transpose(2, 0, 1)) for view in trained.numpy())
+    evaluated = next(iter(trainer.get_eval_dataloader(rows)))["pixel_values"]
+    np.testing.assert_array_equal(evaluated.numpy(), np.stack(rows[:]["pixel_values"]))
+    assert not torch.equal(trained, evaluated)
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
