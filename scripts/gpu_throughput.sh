@@ -20,10 +20,10 @@ if [ "${SMOKE:-0}" = 1 ]; then  # every command, at a size a CPU runs in seconds
   long_epochs=2 epochs=1 extra=(--model_width 0.125 --per_device_train_batch_size 32)
   vit=(--mae_hidden_size 64 --mae_layers 2 --mae_heads 4 --mae_decoder_hidden_size 32 --mae_decoder_layers 1
        --mae_decoder_heads 4 --crop_size 32 --image_size 64 --patch_size 8 --probe_examples 16)
-  tune=(--image_size 64 --crop_size 48)
+  tune=(--image_size 64 --crop_size 48) views_images=64
 else
   cifar=synthetic:100:32:20000:2000 pets=synthetic:37:256:3000:500 imagenet=synthetic:100:224:4000:500
-  long_epochs=100 epochs=3 extra=() vit=() tune=()
+  long_epochs=100 epochs=3 extra=() vit=() tune=() views_images=4096
 fi
 synthetic=(--image_column image --label_column label --train_split train --test_split test)
 
@@ -54,4 +54,14 @@ bench recipes/finetune/pets.yaml --dataset "$pets" --pretrained "$out/resnet18" 
 bench recipes/mae/imagenet_pretrain.yaml --dataset "$imagenet" --num_phases 2 --num_train_epochs "$epochs" \
   --per_device_train_batch_size 128 --gradient_accumulation_steps 1 --probe_examples 256 --probe_every_steps 100 \
   --save_strategy epoch "${vit[@]}"
+# 6. The same on the on-device path (224-px squares decoded once, batched crops on the GPU): the recipe's
+#    worker path (5.) against it.
+bench recipes/mae/imagenet_pretrain.yaml --dataset "$imagenet" --num_phases 2 --num_train_epochs "$epochs" \
+  --per_device_train_batch_size 128 --gradient_accumulation_steps 1 --probe_examples 256 --probe_every_steps 100 \
+  --save_strategy epoch --views device --decode eager --resize_mode center_square "${vit[@]}"
+# 7. The data path alone on ImageNet-sized JPEGs (500x375): the worker path with 8 workers vs the device path.
+echo "== benchmark_views.py --workers 8 --images $views_images" | tee -a "$out/throughput.md"
+"$python" scripts/benchmark_views.py --workers 8 --device "$device" --images "$views_images" 2>>"$out/last.err" \
+  | tee "$out/last.txt" | grep '^|' >> "$out/throughput.md" || echo "benchmark_views.py failed" >> "$out/throughput.md"
+tail -1 "$out/last.txt" >> "$out/throughput.jsonl"
 echo "done: $out/throughput.md"

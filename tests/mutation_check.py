@@ -328,6 +328,62 @@ MUTATIONS = [
         E2E + "test_two_processes_end_every_phase_with_identical_weights",
     ),
 ]
+VIEWS = "tests/test_views.py::"
+CROP_MUTATIONS = [
+    _m(
+        "crops: worker view crops the stored square",
+        "warmstart_hf/data/pixels.py",
+        '        out["pixel_values"] = [view(image) for image in batch["image"]]',
+        '        out["pixel_values"] = [view(center_square(image, min(image.size))) for image in batch["image"]]',
+        VIEWS + "test_worker_crop_is_made_from_the_full_image_bicubic",
+        VIEWS + "test_worker_evaluation_view_is_torchvision_resize_then_centre_crop",
+    ),
+    _m(
+        "crops: bilinear instead of bicubic",
+        "warmstart_hf/data/sample_views.py",
+        'INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}',
+        'INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BILINEAR}',
+        VIEWS + "test_worker_crop_is_made_from_the_full_image_bicubic",
+        VIEWS + "test_worker_evaluation_view_is_torchvision_resize_then_centre_crop",
+    ),
+    _m(
+        "crops: device path resamples bilinear whatever interpolation says",
+        "warmstart_hf/data/augment.py",
+        '    out = F.grid_sample(images.float(), grid, mode=mode, padding_mode="border", align_corners=False)',
+        '    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)',
+        VIEWS + "test_device_path_bicubic_resamples_as_torch_interpolate",
+    ),
+    _m(
+        "crops: RandAugment skipped",
+        "warmstart_hf/data/sample_views.py",
+        "        steps.append(rand_augment(rand_augment_config, crop_size, mean, interpolation))",
+        "        pass",
+        VIEWS + "test_rand_augment_changes_the_views_only_when_on",
+    ),
+    _m(
+        "crops: random erasing skipped",
+        "warmstart_hf/data/augment.py",
+        '    RandomErasing(probability, mode="pixel", max_count=1, device=images.device)(normalised)  # in place',
+        "    pass",
+        VIEWS + "test_random_erasing_erases_about_its_probability_of_images_and_nothing_when_off",
+        VIEWS + "test_erasing_before_normalisation_is_the_references_erasing_on_the_normalised_image",
+    ),
+    _m(
+        "crops: erased images clipped to the unit range",
+        "warmstart_hf/data/augment.py",
+        "    return normalised * s + m",
+        "    return (normalised * s + m).clamp(0, 1)",
+        VIEWS + "test_erasing_before_normalisation_is_the_references_erasing_on_the_normalised_image",
+    ),
+    _m(
+        "crops: training loader reads the evaluation view",
+        "warmstart_hf/trainer.py",
+        "            self.train_dataset = self.train_rows(dataset)",
+        "            self.train_dataset = dataset",
+        VIEWS + "test_the_training_loader_reads_the_training_view_and_prediction_the_evaluation_view",
+    ),
+]
+MUTATIONS += CROP_MUTATIONS
 
 FT, MAE = T + "test_finetune.py::", T + "test_mae.py::"
 MAE_INIT = MAE + "test_reference_initialisation_draws_the_patch_embedding_and_tokens_as_the_reference"

@@ -224,6 +224,37 @@ class IncrementalArguments:
         default_factory=lambda: [0.08, 1.0],
         metadata={"help": "random_resized_crop: range of the crop's area as a fraction of the image."},
     )
+    views: Literal["device", "worker"] = field(
+        default="device",
+        metadata={
+            "help": "Where the 224-px views of the tasks that crop are made. device: from the stored image_size "
+            "squares, batched on the training device (the embedded demos). worker: per sample from the "
+            "full-resolution image in the DataLoader workers (torchvision PIL transforms, as the MAE reference), "
+            "uint8 at crop_size to the device; needs decode: lazy (image_size then only bounds crop_size). "
+            "Reproducible from the seed; a resumed phase draws new views after the resume (data/sample_views.py)."
+        },
+    )
+    interpolation: Literal["bilinear", "bicubic"] = field(
+        default="bilinear",
+        metadata={
+            "help": "Resampling of random_resized_crop and of the evaluation view's resize, on either path (the MAE "
+            "reference: bicubic; torchvision's ImageNet recipe, which trained the ResNet weights: bilinear)."
+        },
+    )
+    rand_augment: str | None = field(
+        default=None,
+        metadata={
+            "help": "timm RandAugment config string after the crop and flip, per sample in the workers (views: "
+            "worker), e.g. rand-m9-mstd0.5-inc1 (MAE finetuning); unset: none."
+        },
+    )
+    random_erasing: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability of timm's RandomErasing (mode pixel, one box) per training image, on the normalised "
+            "image before mixup, as MAE finetuning's --reprob 0.25; 0: off. Tasks that crop only."
+        },
+    )
     phase_epochs: list[float] | None = field(
         default=None,
         metadata={

@@ -1,7 +1,8 @@
 """The Trainer subclass that runs one phase.
 
 It adds to ``transformers.Trainer`` only what the references need: batched augmentation on the
-device inside the training step (and an evaluation view, e.g. a centre crop, in prediction), a
+device inside the training step (and an evaluation view, e.g. a centre crop, in prediction) or, on the
+worker path, the training loader reading the phase's rows through a per-sample training view, a
 multi-step learning-rate schedule (x gamma at given epochs, as in the target study), weight decay on
 every parameter (the CIFAR references' rule), an optional optimizer state carried over from the
 previous phase, a strategy's regularizer added to the loss, and (optionally) a training loss over
@@ -59,6 +60,7 @@ class PhaseTrainer(Trainer):
         channels_last: bool = False,
         fused_optimizer: bool = False,
         save_interval_minutes: float = 0.0,
+        train_rows: Callable[[Any], Any] | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -81,6 +83,9 @@ class PhaseTrainer(Trainer):
         self.batch_mix = batch_mix  # (images, labels) -> (mixed images, soft targets): mixup / cutmix
         self.channels_last = channels_last  # fast path: NHWC batches (the loop converts the model)
         self.fused_optimizer = fused_optimizer  # fast path: torch's fused optimizer kernel
+        # The worker path: the training loader reads the phase's rows through the training view (made in the
+        # DataLoader workers); prediction and diagnostics read the same rows as their evaluation view.
+        self.train_rows = train_rows
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
         # The phase's training batches, collated once and held on the training device; the DataLoader then
@@ -95,6 +100,13 @@ class PhaseTrainer(Trainer):
         self.add_callback(_SavePolicy(60 * save_interval_minutes))  # last: it sees every other callback's save request
 
     def get_train_dataloader(self):
+        if self.train_rows is not None:
+            dataset = self.train_dataset
+            self.train_dataset = self.train_rows(dataset)
+            try:
+                return super().get_train_dataloader()
+            finally:
+                self.train_dataset = dataset
         if self.resident is None:
             return super().get_train_dataloader()
         dataset, collator = self.train_dataset, self.data_collator

@@ -1,4 +1,5 @@
-"""Data: sources -> uint8 pixel tensors -> phase plans; batched on-device augmentation."""
+"""Data: sources -> uint8 pixel tensors (stored, or per-sample views of the full image) -> phase plans;
+batched on-device augmentation."""
 
 from warmstart_hf.data.augment import AUGMENTATIONS, build_augmentation
 from warmstart_hf.data.phases import PhasePlan, add_label_noise, build_phase_plan

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
+from warmstart_hf.models.normalize import unit_float
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -82,11 +83,13 @@ def _crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], ratio: tuple
     return torch.stack([top, left, ch, cw], 1)
 
 
-def resample_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Each sample's box (top, left, height, width) resized to ``size`` x ``size``, bilinear, in one
-    ``grid_sample`` over the batch: the same values as cropping the box and resizing it with
-    ``F.interpolate(mode="bilinear", align_corners=False)``. Without antialiasing: the recipes store
-    images at about crop_size / 0.875, so a crop is never shrunk by more than that factor."""
+def resample_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """Each sample's box (top, left, height, width) resized to ``size`` x ``size`` in one ``grid_sample``
+    over the batch. Bilinear: the same values as cropping the box and resizing it with
+    ``F.interpolate(mode="bilinear", align_corners=False)``. Bicubic: the same inside the box, but the
+    4 x 4 kernel at the box's edge reads the image's pixels beyond it where cropping first would repeat
+    the edge. Without antialiasing: the recipes store images at about crop_size / 0.875, so a crop is
+    never shrunk by more than that factor."""
     b, _, h, w = images.shape
     top, left, ch, cw = boxes.float().unbind(1)
     zeros = torch.zeros_like(top)
@@ -103,33 +106,53 @@ def resample_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torc
     low = torch.stack([(2 * left + 1) / w - 1, (2 * top + 1) / h - 1], 1)[:, None, None, :]
     high = torch.stack([(2 * (left + cw) - 1) / w - 1, (2 * (top + ch) - 1) / h - 1], 1)[:, None, None, :]
     grid = torch.maximum(torch.minimum(grid, high), low)
-    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode=mode, padding_mode="border", align_corners=False)
     return out if images.is_floating_point() else out.round().clamp(0, 255).to(images.dtype)
 
 
-def random_resized_crop(images: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+def random_resized_crop(
+    images: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), mode: str = "bilinear"
+) -> torch.Tensor:
     """torchvision's RandomResizedCrop(size, scale, ratio), one draw per sample, on the whole batch."""
     b, _, h, w = images.shape
-    return resample_boxes(images, _crop_boxes(b, h, w, tuple(scale), tuple(ratio), images.device), size)
+    return resample_boxes(images, _crop_boxes(b, h, w, tuple(scale), tuple(ratio), images.device), size, mode)
 
 
-def resize_center_crop(images: torch.Tensor, size: int, crop_pct: float = 0.875) -> torch.Tensor:
-    """The evaluation view: resize to ``floor(size / crop_pct)`` (antialiased bilinear, as torchvision's
+def resize_center_crop(
+    images: torch.Tensor, size: int, crop_pct: float = 0.875, mode: str = "bilinear"
+) -> torch.Tensor:
+    """The evaluation view: resize to ``floor(size / crop_pct)`` (antialiased ``mode``, as torchvision's
     Resize on tensors) and keep the centre ``size`` x ``size`` (Resize(256) + CenterCrop(224))."""
     resized = math.floor(size / crop_pct + 1e-6)  # timm's scale size (the epsilon absorbs 16 / 0.8 = 19.99..)
     if images.shape[-1] != resized or images.shape[-2] != resized:
-        out = F.interpolate(images.float(), size=(resized, resized), mode="bilinear", antialias=True)
+        out = F.interpolate(images.float(), size=(resized, resized), mode=mode, antialias=True)
         images = out if images.is_floating_point() else out.round().clamp(0, 255).to(images.dtype)
     top = int(round((images.shape[-2] - size) / 2.0))  # torchvision's CenterCrop offsets
     left = int(round((images.shape[-1] - size) / 2.0))
     return images[..., top : top + size, left : left + size]
 
 
+def random_erasing(images: torch.Tensor, probability: float, mean, std) -> torch.Tensor:
+    """timm's RandomErasing(probability, mode="pixel", max_count=1) where MAE's finetuning applies it
+    (``--reprob 0.25``, in ``util/datasets.py``): on the normalised image, before mixup. The batch is
+    normalised with the model's ``mean`` / ``std``, erased (per-pixel N(0, 1) boxes, each sample its own
+    draw), and mapped back to unit range without clipping: the models take floats as [0, 1] images and
+    normalise them, which restores the erased values exactly (up to float rounding), and mixup / CutMix
+    are linear, so mixing before or after the normalisation is the same."""
+    from timm.data.random_erasing import RandomErasing
+
+    m = torch.tensor(mean, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
+    normalised = (unit_float(images) - m) / s
+    RandomErasing(probability, mode="pixel", max_count=1, device=images.device)(normalised)  # in place
+    return normalised * s + m
+
+
 # name -> factory(options) -> batch transform; recipes list names under `augmentation`.
 AUGMENTATIONS: dict[str, Callable[..., BatchTransform]] = {
     "crop": lambda crop_padding=4, **_: lambda x: random_crop(x, crop_padding),
-    "random_resized_crop": lambda crop_size=224, crop_scale=(0.08, 1.0), **_: (
-        lambda x: random_resized_crop(x, crop_size, crop_scale)
+    "random_resized_crop": lambda crop_size=224, crop_scale=(0.08, 1.0), interpolation="bilinear", **_: (
+        lambda x: random_resized_crop(x, crop_size, crop_scale, mode=interpolation)
     ),
     "flip": lambda **_: random_horizontal_flip,
     "rotate": lambda rotation_degrees=15.0, **_: lambda x: random_rotation(x, rotation_degrees),

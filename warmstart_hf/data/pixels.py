@@ -53,6 +53,26 @@ def _decode_on_access(batch: dict, image_size: int, num_channels: int, resize_mo
     return out
 
 
+def _view_on_access(batch: dict, view) -> dict:
+    """The worker path's transform: each row's full-resolution image made into ``view`` (a uint8 array)
+    when it is read, in the DataLoader's workers (other columns as they are)."""
+    out = {key: value for key, value in batch.items() if key != "image"}
+    if "image" in batch:
+        out["pixel_values"] = [view(image) for image in batch["image"]]
+    return out
+
+
+def to_view_dataset(ds: Dataset, view) -> Dataset:
+    """``pixel_values`` (``view`` of each full-resolution image, made when read: nothing decoded is stored)
+    and ``labels``; :func:`with_view` gives the same rows another view (the training view)."""
+    return with_view(ds.rename_column("label", "labels"), view)
+
+
+def with_view(ds: Dataset, view) -> Dataset:
+    """The same rows (of a :func:`to_view_dataset` set, or a selection of one) read through ``view``."""
+    return ds.with_transform(partial(_view_on_access, view=view))
+
+
 def to_pixel_dataset(
     ds: Dataset, image_size: int, num_channels: int, resize_mode: str = "stretch", lazy: bool = False
 ) -> Dataset:

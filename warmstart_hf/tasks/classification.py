@@ -70,14 +70,17 @@ class Classification(Task):
             plan = add_label_noise(plan, np.asarray(source["train"]["label"][:]), inc.label_noise, seed)
         return source, plan
 
-    def _decode(self, source) -> tuple[Dataset, Dataset, Dataset | None]:
-        """Every split decoded once to the stored size (main process first: the others read its cache)."""
-        d = self.config.data
-        lazy = d.decode == "lazy"
-        decode = lambda split: to_pixel_dataset(split, d.image_size, d.num_channels, d.resize_mode, lazy)  # noqa: E731
+    def _decode(self, source, crop_size: int | None = None) -> tuple[Dataset, Dataset, Dataset | None]:
+        """Every split as the task reads it (main process first: the others read its cache)."""
+        decode = lambda split: self.decode_split(split, crop_size)  # noqa: E731
         with self.config.training.main_process_first(desc="decoding images"):
             validation = decode(source["validation"]) if "validation" in source else None
             return decode(source["train"]), decode(source["test"]), validation
+
+    def decode_split(self, split: Dataset, crop_size: int | None) -> Dataset:
+        """A split decoded once to the stored size (or, decode: lazy, when read)."""
+        d = self.config.data
+        return to_pixel_dataset(split, d.image_size, d.num_channels, d.resize_mode, d.decode == "lazy")
 
     def _model_config(self, train: Dataset, names: list[str]):
         m, d = self.config.model, self.config.data
@@ -129,6 +132,11 @@ class Classification(Task):
             inc.augmentation, crop_padding=inc.crop_padding, rotation_degrees=inc.rotation_degrees
         )
 
+    def train_rows(self, data: TaskData):
+        """What the training loader reads instead of the phase's rows (the worker path's training view), or
+        None: the rows themselves."""
+        return None
+
     def trainer_options(self, data: TaskData, phase: int) -> dict[str, Any]:
         inc = self.config.incremental
         seen = data.plan.classes_seen(phase)
@@ -137,6 +145,7 @@ class Classification(Task):
             "data_collator": collate_pixels,
             "augment": self.augmentation(data),
             "eval_transform": self.eval_transform(data),
+            "train_rows": self.train_rows(data),
             "eval_dataset": eval_sets or None,
             "compute_metrics": _accuracy_metrics(seen) if eval_sets else None,
             "loss_classes": seen if inc.mask_unseen_logits else None,

@@ -3,11 +3,13 @@
 The backbone loads from the recipe's ``pretrained`` (``warmstart_hf/models/pretrained.py``); the
 head is a new seeded draw for the downstream classes. A cold start reloads the pretrained weights
 (parameters and BatchNorm buffers) before every phase, with phase 0's head (``cold_head: same``,
-the paper's cold) or a new head per phase (``fresh``); warm continues. Images are stored once at
-``image_size`` and cropped on the device to ``crop_size`` (224): RandomResizedCrop + flip for
-training, resize + centre crop for evaluation; ``augmentation: []`` trains on the evaluation view
-(the paper's ablation without augmentation). ``finetune_mode`` chooses what trains: everything,
-LoRA adapters + head (peft), or the head alone; every phase directory holds a plain merged model.
+the paper's cold) or a new head per phase (``fresh``); warm continues. Images are cropped to
+``crop_size`` (224), from the full-resolution image in the DataLoader workers (``views: worker``) or
+from squares stored at ``image_size`` on the device (``views: device``; ``warmstart_hf/tasks/views.py``):
+RandomResizedCrop + flip for training, resize + centre crop for evaluation; ``augmentation: []``
+trains on the evaluation view (the paper's ablation without augmentation). ``finetune_mode`` chooses
+what trains: everything, LoRA adapters + head (peft), or the head alone; every phase directory holds
+a plain merged model.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class Finetune(CroppedViews, Classification):
                 "(e.g. 256 for 224)."
             )
         source, plan = self._source_and_plan()
-        train, test, validation = self._decode(source)
+        train, test, validation = self._decode(source, crop)
         names = source["train"].features["label"].names
         config = finetune_config(weights, names, image_size=crop, frozen_norm_stats=mode != "full")
         return FinetuneData(plan, train, test, config, validation, pretrained=weights, crop_size=crop)

@@ -66,15 +66,15 @@ class LinearProbe(CroppedViews, Classification):
 
     def prepare(self) -> ProbeData:
         encoder, state = load_mae_encoder(self.config.model.pretrained)  # fails fast, before decoding
-        source, plan = self._source_and_plan()
-        train, test, validation = self._decode(source)
-        names = source["train"].features["label"].names
         crop = encoder["image_size"]
         if self.config.incremental.crop_size not in (None, crop):
             raise ConfigError(
                 f"Recipe field `crop_size` has value {self.config.incremental.crop_size}, but the encoder in "
                 f"`pretrained` takes {crop} px. Fix: set crop_size: {crop} (or remove it)."
             )
+        source, plan = self._source_and_plan()
+        train, test, validation = self._decode(source, crop)
+        names = source["train"].features["label"].names
         if encoder["num_channels"] != self.config.data.num_channels or crop > self.config.data.image_size:
             raise ConfigError(
                 f"Recipe fields `num_channels` / `image_size` have values {self.config.data.num_channels} / "

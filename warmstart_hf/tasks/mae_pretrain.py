@@ -54,10 +54,10 @@ class MaePretrain(CroppedViews, Classification):
     best_metric = ""
 
     def prepare(self) -> MaeData:
-        source, plan = self._source_and_plan()
-        train, test, validation = self._decode(source)
         m, d, inc = self.config.model, self.config.data, self.config.incremental
         crop = inc.crop_size or d.image_size
+        source, plan = self._source_and_plan()
+        train, test, validation = self._decode(source, crop)
         config = build_mae_config(
             image_size=crop,
             num_channels=d.num_channels,
@@ -75,8 +75,9 @@ class MaePretrain(CroppedViews, Classification):
         )
         seed = self.config.training.seed
         picked = diagnostic_sample(len(test), inc.probe_examples, derive_seed(seed, "probe"))
-        stored = torch.from_numpy(np.asarray(test.select(picked)["pixel_values"][:]).astype(np.uint8))
-        images = evaluation_view(self.config, crop)(stored)
+        stored = torch.from_numpy(np.asarray(test.select(picked)[:]["pixel_values"]).astype(np.uint8))  # any decode
+        view = evaluation_view(self.config, crop)  # None: the worker path reads the evaluation view already
+        images = stored if view is None else view(stored)
         noise = fixed_noise(len(images), config, derive_seed(seed, "probe-noise"))
         return MaeData(plan, train, test, config, validation, probe_images=images, probe_noise=noise, crop_size=crop)
 
@@ -95,6 +96,7 @@ class MaePretrain(CroppedViews, Classification):
             "data_collator": collate_images,
             "augment": self.augmentation(data),
             "eval_transform": self.eval_transform(data),
+            "train_rows": self.train_rows(data),
             "callbacks": [ProbeLoss(data.probe_images, data.probe_noise, every)] if every else [],
         }
 
