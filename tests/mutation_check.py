@@ -561,10 +561,10 @@ RECIPE_MUTATIONS = [
         CLAIMS,
     ),
     _m(
-        "probe: plateau judged on steps, not on the learning-rate clock",
+        "probe: plateau judged on the run's last steps, not on its high-LR phase",
         "warmstart_hf/metrics/convergence.py",
-        "    tau = spent / spent[-1] if spent[-1] > 0 else np.linspace(0, 1, len(logs))",
-        "    tau = np.cumsum(steps) / np.sum(steps)",
+        '    high = [e for e in logs if peak > 0 and e["learning_rate"] >= HIGH_LR * peak]',
+        "    high = logs",
         R + "test_a_probe_at_the_rule_s_small_learning_rate_is_reported_as_not_plateaued",
     ),
     _m(

@@ -1,11 +1,13 @@
-"""Did a training run's loss plateau? Judged on the learning-rate clock, not on steps.
+"""Did a training run's loss plateau while its learning rate was still high?
 
-Under a cosine schedule the last 10% of the *steps* barely move any model (their learning rate is
-about 2% of the peak), so a slope over the last steps says "flat" for a probe that stopped far from
-its optimum. The clock here is the learning-rate integral: ``tau`` runs from 0 to 1 as the run
-spends its learning rate. A run has plateaued when the last 10% of that integral made less than
-``PLATEAU_SHARE`` of the run's whole training-loss drop: a head still descending at a steady rate
-(a too-small learning rate) makes about 10% of its drop there, a converged one about none.
+A slope over the last steps cannot tell: under a cosine or step schedule the last steps run at a
+tiny learning rate, so every run looks flat there, converged or not, and the annealing then lowers
+the loss of every run. The question that separates a probe that converged from one whose learning
+rate is too small is asked of the steps at which the learning rate was at least half its peak (the
+*high-LR phase*: the whole run at a constant LR, up to the first milestone of a step schedule, about
+the first half of a cosine): did the last quarter of that phase still make a real share of the
+phase's loss drop? A head still descending at a steady rate makes about a quarter of its drop there;
+one that converged makes about none. Plateaued: below ``PLATEAU_SHARE``.
 """
 
 from __future__ import annotations
@@ -14,27 +16,27 @@ from typing import Any
 
 import numpy as np
 
-TAIL = 0.1  # the last 10% of the learning-rate integral
-PLATEAU_SHARE = 0.05  # below this share of the whole drop in the tail: plateaued
+HIGH_LR = 0.5  # the high-LR phase: learning rate >= this fraction of its peak
+TAIL = 0.25  # its last quarter (of steps)
+PLATEAU_SHARE = 0.1  # below this share of the phase's loss drop in its last quarter: plateaued
 
 
 def loss_plateau(log_history: list[dict[str, Any]]) -> dict[str, Any]:
-    """``train_loss_tail_fraction`` (the share of the loss drop made in the tail, by a linear fit of
-    the logged training loss against ``tau``) and ``train_loss_plateaued`` (None: too few logs)."""
+    """``train_loss_tail_fraction`` (the share of the high-LR phase's training-loss drop made in its
+    last quarter, by a linear fit of the logged loss over that quarter's steps) and
+    ``train_loss_plateaued`` (None: fewer than 4 logged points in the phase)."""
     logs = [e for e in log_history if "loss" in e and "learning_rate" in e and "step" in e]
-    if len(logs) < 3:
+    peak = max((e["learning_rate"] for e in logs), default=0.0)
+    high = [e for e in logs if peak > 0 and e["learning_rate"] >= HIGH_LR * peak]
+    if len(high) < 4:
         return {"train_loss_tail_fraction": None, "train_loss_plateaued": None}
-    steps = np.diff([0] + [e["step"] for e in logs])
-    spent = np.cumsum(steps * np.asarray([e["learning_rate"] for e in logs], dtype=float))
-    tau = spent / spent[-1] if spent[-1] > 0 else np.linspace(0, 1, len(logs))
-    loss = np.asarray([e["loss"] for e in logs], dtype=float)
-    tail = tau >= 1 - TAIL
-    if tail.sum() < 2:
-        tail[-2:] = True
-    slope, intercept = np.polyfit(tau[tail], loss[tail], 1)
-    end = slope + intercept  # the fit's loss at tau = 1
-    drop = loss[0] - end
-    tail_drop = -slope * (1 - tau[tail].min())
+    steps = np.asarray([e["step"] for e in high], dtype=float)
+    loss = np.asarray([e["loss"] for e in high], dtype=float)
+    tail = steps >= steps[-1] - TAIL * (steps[-1] - steps[0])
+    tail[-2:] = True  # at least two points to fit
+    slope, intercept = np.polyfit(steps[tail], loss[tail], 1)
+    drop = loss[0] - (slope * steps[-1] + intercept)  # from the phase's first log to the fit's end
+    tail_drop = -slope * (steps[-1] - steps[tail][0])
     fraction = float(tail_drop / drop) if drop > 0 else None
     return {
         "train_loss_tail_fraction": fraction,

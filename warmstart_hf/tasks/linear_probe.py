@@ -150,6 +150,10 @@ class MaeFinetune(LinearProbe):
     def load_model(self, directory: Path) -> nn.Module:
         return MaeClassifier.from_pretrained(directory)
 
+    def phase_metrics(self, trainer, data: ProbeData, phase: int, train) -> dict[str, Any]:
+        """The classification metrics only: the plateau mark is the linear probe's."""
+        return Classification.phase_metrics(self, trainer, data, phase, train)
+
     def trainer_options(self, data: ProbeData, phase: int) -> dict[str, Any]:
         tr, m = self.config.training, self.config.model
         factory = lambda model: layer_decay_optimizer(  # noqa: E731
