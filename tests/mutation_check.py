@@ -395,9 +395,9 @@ TEST_STRENGTH_MUTATIONS = [
         "warmstart_hf/tasks/views.py",
         (
             (
-                "    augment = build_augmentation(inc.augmentation, rotation_degrees",
+                "    augment = build_augmentation(\n        inc.augmentation, rotation_degrees",
                 '    names = inc.augmentation or ["random_resized_crop", "flip"]\n'
-                "    augment = build_augmentation(names, rotation_degrees",
+                "    augment = build_augmentation(\n        names, rotation_degrees",
             ),
             (
                 '    if "random_resized_crop" in inc.augmentation:\n        return augment',
@@ -549,7 +549,7 @@ RECIPE_MUTATIONS = [
     _m(
         "recipes: ResNet finetuning milestones at He et al.'s 50/75",
         "recipes/finetune/pets.yaml",
-        "lr_milestones: [20, 60]",
+        "lr_milestones: [20, 60]  # the study's from-scratch schedule; the paper states none for finetuning",
         "lr_milestones: [50, 75]",
         CLAIMS,
     ),
