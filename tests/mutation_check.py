@@ -577,6 +577,24 @@ RECIPE_MUTATIONS = [
 ]
 MUTATIONS += RECIPE_MUTATIONS
 
+RESUME_MUTATIONS = [
+    _m(
+        "resume: a checkpoint saved under other key names loads non-strictly",
+        "warmstart_hf/trainer.py",
+        "            if set(saved.keys()) == set(target.state_dict()):",
+        "            if True:",
+        T + "test_mae.py::test_an_mae_phase_resumed_mid_epoch_equals_an_uninterrupted_one",
+    ),
+    _m(
+        "resume: a loaded model trains what it froze",
+        "warmstart_hf/models/frozen.py",
+        "        model.freeze()\n",
+        "        pass\n",
+        T + "test_mae.py::test_loaded_models_keep_their_frozen_parameters_frozen",
+    ),
+]
+MUTATIONS += RESUME_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

@@ -377,3 +377,54 @@ def test_the_probe_and_finetuning_models_reload_with_identical_outputs():
     assert MaeClassifier(
         MaeFinetuneConfig(encoder=_tiny_config().to_dict(), num_labels=3)
     ).vit.embeddings.position_embeddings.requires_grad
+
+
+class _Interrupt(RuntimeError):
+    pass
+
+
+@pytest.mark.slow
+def test_an_mae_phase_resumed_mid_epoch_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    """The Trainer loads a checkpoint's keys non-strictly and ViTMAE saves its attention under other names
+    than it holds in memory: without the project's strict load, a resumed phase silently kept the
+    previous phase's attention weights (and the reloaded warm model trained its fixed sin-cos tables)."""
+    from warmstart_hf.trainer import PhaseTrainer
+
+    recipe = _recipe(tmp_path, "demo_pretrain_mnist.yaml", num_train_epochs=3, num_phases=2, strategies=["warm"])
+    recipe.update(save_strategy="steps", save_steps=2, save_interval_minutes=0, probe_every_steps=2)
+    reference = run_experiment(parse_config(recipe={**recipe, "run_name": "reference"}))
+    original, calls = PhaseTrainer.training_step, {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9 + 4:  # phase 0 has 9 steps: die at step 4 of phase 1, after checkpoint-2 (mid-epoch)
+            raise _Interrupt("simulated crash")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PhaseTrainer, "training_step", interrupted)
+    with pytest.raises(_Interrupt):
+        run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
+    monkeypatch.setattr(PhaseTrainer, "training_step", original)
+    resumed = run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
+    got, want = _records(resumed, "warm-seed0"), _records(reference, "warm-seed0")
+    assert got[1]["resumed_from_checkpoint"] is True
+    assert [r["probe_curve"] for r in got] == [r["probe_curve"] for r in want]
+    a = load_file(reference / "warm-seed0" / "phase-01" / "model.safetensors")
+    b = load_file(resumed / "warm-seed0" / "phase-01" / "model.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loaded_models_keep_their_frozen_parameters_frozen(tmp_path):
+    from warmstart_hf.models.mae import PixelViTMAE
+    from warmstart_hf.models.probe import MaeLinearProbe, MaeProbeConfig
+
+    mae = create_mae(_tiny_config(), seed=0)
+    mae.save_pretrained(tmp_path / "mae")
+    loaded = PixelViTMAE.from_pretrained(tmp_path / "mae")  # what MaePretrain.load_model does for a warm arm
+    frozen = {"vit.embeddings.position_embeddings", "decoder.decoder_pos_embed"}
+    assert {n for n, p in loaded.named_parameters() if not p.requires_grad} == frozen
+    probe = MaeLinearProbe(MaeProbeConfig(encoder=_tiny_config().to_dict(), num_labels=3))
+    probe.save_pretrained(tmp_path / "probe")
+    trainable = [n for n, p in MaeLinearProbe.from_pretrained(tmp_path / "probe").named_parameters() if p.requires_grad]
+    assert trainable == ["head.1.weight", "head.1.bias"]
+

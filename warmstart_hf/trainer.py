@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from warmstart_hf.checkpoints import COMPLETE_MARKER, mark_complete, prune_checkpoints
 from warmstart_hf.data.augment import BatchTransform
@@ -185,6 +186,21 @@ class PhaseTrainer(Trainer):
         if self.args.should_save:
             mark_complete(folder, self.state.global_step)
             prune_checkpoints(folder.parent, limit, {self.state.best_model_checkpoint})
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume with every weight restored. transformers saves some models under other key names than
+        they hold in memory (ViTMAE's attention: ``attention.attention.query`` on disk, ``q_proj`` in
+        memory), and the Trainer loads a checkpoint's keys non-strictly, silently skipping those: such a
+        model is read through its own ``from_pretrained`` (which maps the names), then loaded strictly."""
+        target = model if model is not None else self.model
+        weights = Path(resume_from_checkpoint) / "model.safetensors"
+        if self.is_fsdp_enabled or not weights.exists() or not isinstance(target, PreTrainedModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        with safe_open(str(weights), "pt") as saved:
+            if set(saved.keys()) == set(target.state_dict()):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(target).from_pretrained(resume_from_checkpoint)
+        target.load_state_dict(loaded.state_dict(), strict=True)
 
     def get_eval_dataloader(self, eval_dataset=None):
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset

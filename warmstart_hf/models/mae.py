@@ -26,13 +26,20 @@ from torch import nn
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
 
+from warmstart_hf.models.frozen import KeepsFrozen
 from warmstart_hf.models.normalize import normalize_pixels
 
 
-class PixelViTMAE(ViTMAEForPreTraining):
-    """ViTMAE pretraining on uint8 or [0, 1] float images (normalised here with config.image_mean/std)."""
+class PixelViTMAE(KeepsFrozen, ViTMAEForPreTraining):
+    """ViTMAE pretraining on uint8 or [0, 1] float images (normalised here with config.image_mean/std).
+    The sin-cos position tables stay fixed, also in a loaded model (``KeepsFrozen``)."""
 
     accepts_loss_kwargs = False  # the loss is a per-batch mean (see PhaseTrainer)
+
+    def freeze(self) -> PixelViTMAE:
+        self.vit.embeddings.position_embeddings.requires_grad_(False)
+        self.decoder.decoder_pos_embed.requires_grad_(False)
+        return self
 
     def forward(self, pixel_values: torch.Tensor, noise: torch.Tensor | None = None, **kwargs):
         kwargs.pop("labels", None)

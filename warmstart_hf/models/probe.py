@@ -27,6 +27,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from warmstart_hf.models.frozen import KeepsFrozen
 from warmstart_hf.models.normalize import normalize_pixels
 
 
@@ -52,7 +53,7 @@ class MaeFinetuneConfig(MaeProbeConfig):
         super().__init__(encoder=encoder, drop_path_rate=drop_path_rate, **kwargs)
 
 
-class MaeLinearProbe(PreTrainedModel):
+class MaeLinearProbe(KeepsFrozen, PreTrainedModel):
     """``forward(pixel_values uint8 or [0, 1] float, labels=None)`` -> logits over ``num_labels``."""
 
     config_class = MaeProbeConfig
@@ -67,8 +68,13 @@ class MaeLinearProbe(PreTrainedModel):
         self.head = nn.Sequential(nn.BatchNorm1d(width, affine=False, eps=1e-6), nn.Linear(width, config.num_labels))
         nn.init.trunc_normal_(self.head[1].weight, std=0.01)
         nn.init.zeros_(self.head[1].bias)
-        self.vit.requires_grad_(False)
+        self.freeze()
         self.post_init()
+
+    def freeze(self) -> MaeLinearProbe:
+        """The encoder is frozen (also in a loaded probe: ``KeepsFrozen``)."""
+        self.vit.requires_grad_(False)
+        return self
 
     def _init_weights(self, module):
         """The encoder comes from pretraining and the head is drawn in __init__: nothing to redo."""
