@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -190,7 +191,7 @@ def _tiny_overrides(recipe: str, raw: dict, config, claim: dict, root: Path, run
         "probe_every_steps": 0,
     }
     if inc.phase_fractions:
-        out["phase_fractions"] = inc.phase_fractions[-phases:] if phases == len(inc.phase_fractions) else [0.5, 1.0]
+        out["phase_fractions"] = inc.phase_fractions if len(inc.phase_fractions) == phases else [0.5, 1.0]
     else:
         out["num_phases"] = phases
     for name in ("phase_epochs", "label_noise"):
@@ -283,9 +284,9 @@ def test_recipe_trains_at_its_own_values(recipe, trained):
             _assert_milestones(trainer, claim["lr_milestones"], config.incremental.lr_gamma)
 
 
-def trainer_config(trainer):
+def trainer_config(trainer) -> SimpleNamespace:
     """The per-process batch, accumulation and drop_last the trainer ran with (a config-like view)."""
-    return type("C", (), {"training": trainer.args})()
+    return SimpleNamespace(training=trainer.args)
 
 
 def _assert_milestones(trainer, milestones: list[float], gamma: float) -> None:
