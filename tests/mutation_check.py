@@ -371,8 +371,8 @@ CROP_MUTATIONS = [
     _m(
         "crops: erased images clipped to the unit range",
         "warmstart_hf/data/augment.py",
-        "    return normalised * s + m",
-        "    return (normalised * s + m).clamp(0, 1)",
+        "    return unnormalize_pixels(normalised, mean, std)",
+        "    return unnormalize_pixels(normalised, mean, std).clamp(0, 1)",
         VIEWS + "test_erasing_before_normalisation_is_the_references_erasing_on_the_normalised_image",
     ),
     _m(

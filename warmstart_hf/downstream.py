@@ -85,8 +85,8 @@ def _evaluate(recipe: dict, stem: str, point: dict, out: Path) -> dict[str, Any]
 
 def outcome(result_dir: Path) -> dict[str, Any]:
     """A downstream run's final test accuracy and, from its last record, whether its training loss
-    plateaued and the share of the loss drop made in the last tenth of the learning rate (None:
-    not recorded, e.g. a finetuning recipe: unknown, not failed)."""
+    plateaued and the share of its high-LR drop made late (``metrics/convergence.py``; None: not
+    recorded, e.g. a finetuning recipe: unknown, not failed)."""
     records = [r for f in sorted(Path(result_dir).glob("*/results.jsonl")) for r in read_jsonl(f)]
     last = records[-1]
     return {

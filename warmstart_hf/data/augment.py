@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
-from warmstart_hf.models.normalize import unit_float
+from warmstart_hf.models.normalize import normalize_pixels, unnormalize_pixels
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -141,11 +141,9 @@ def random_erasing(images: torch.Tensor, probability: float, mean, std) -> torch
     are linear, so mixing before or after the normalisation is the same."""
     from timm.data.random_erasing import RandomErasing
 
-    m = torch.tensor(mean, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
-    normalised = (unit_float(images) - m) / s
+    normalised = normalize_pixels(images, mean, std)
     RandomErasing(probability, mode="pixel", max_count=1, device=images.device)(normalised)  # in place
-    return normalised * s + m
+    return unnormalize_pixels(normalised, mean, std)
 
 
 # name -> factory(options) -> batch transform; recipes list names under `augmentation`.

@@ -24,3 +24,10 @@ def normalize_pixels(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
     x = unit_float(pixel_values)
     mean_t, std_t = _statistics(tuple(mean), tuple(std), x.device)
     return (x - mean_t) / std_t
+
+
+def unnormalize_pixels(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """The inverse of :func:`normalize_pixels`, to unit range and without clipping (a model that takes the
+    result normalises it back to ``x``)."""
+    mean_t, std_t = _statistics(tuple(mean), tuple(std), x.device)
+    return x * std_t + mean_t
