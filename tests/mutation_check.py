@@ -595,6 +595,31 @@ RESUME_MUTATIONS = [
 ]
 MUTATIONS += RESUME_MUTATIONS
 
+BENCHMARK_MUTATIONS = [
+    _m(
+        "benchmark: a project run against the plain run before it only",
+        "warmstart_hf/benchmark.py",
+        "    plain = (before.images_per_second + after.images_per_second) / 2\n",
+        "    plain = before.images_per_second\n",
+        T + "test_benchmark.py::test_benchmark_interleaves_the_paths_and_reports_every_field",
+    ),
+    _m(
+        "benchmark: an interval below 95% reported",
+        "warmstart_hf/benchmark.py",
+        "    interval = quantile_test(ratios, q=median, p=0.5).confidence_interval(confidence)\n",
+        "    interval = quantile_test(ratios, q=median, p=0.5).confidence_interval(confidence - 0.1)\n",
+        T + "test_benchmark.py::test_ratio_interval_is_the_distribution_free_one_for_the_median",
+    ),
+    _m(
+        "benchmark: index loaders keep the recipe's workers",
+        "warmstart_hf/trainer.py",
+        " = 0, False, None\n",
+        " = saved\n",
+        T + "test_trainer.py::test_index_loaders_need_no_worker_processes",
+    ),
+]
+MUTATIONS += BENCHMARK_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

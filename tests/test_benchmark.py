@@ -12,25 +12,52 @@ from warmstart_hf.cli import main_benchmark
 
 
 @pytest.mark.slow
-def test_benchmark_reports_every_field(tiny_recipe, tmp_path, capsys):
+def test_benchmark_interleaves_the_paths_and_reports_every_field(tiny_recipe, tmp_path, capsys, monkeypatch):
+    from warmstart_hf import benchmark
+
+    order = []
+
+    def recording(label: str, real):
+        def recorded(*args, **kwargs):
+            order.append(label)
+            return real(*args, **kwargs)
+
+        return recorded
+
+    monkeypatch.setattr(benchmark, "plain_loop_run", recording("plain", benchmark.plain_loop_run))
+    monkeypatch.setattr(benchmark, "project_phases", recording("project", benchmark.project_phases))
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump({**tiny_recipe, "num_train_epochs": 1, "diagnostics": False}))
-    assert main_benchmark([str(recipe), "--device", "cpu", "--plain_epochs", "1", "--repeats", "2"]) == 0
+    assert main_benchmark([str(recipe), "--device", "cpu", "--pairs", "2", "--min_seconds", "0.3"]) == 0
     out = capsys.readouterr().out
     result = json.loads(out.strip().splitlines()[-1])
+    assert order == ["plain", "project", "plain", "project", "plain"]  # ABAB...A: every project run bracketed
     assert result["device"] == "cpu" and result["recipe"] == str(recipe)
-    assert result["plain_images_per_second"] > 0 and result["project_images_per_second"] > 0
-    assert len(result["ratios"]) == 2 and result["ratio"] == max(result["ratios"])  # the upper median of two
-    assert result["ratio"] == pytest.approx(
-        result["project_images_per_second"] / result["plain_images_per_second"], abs=1e-3
-    )
+    runs, pairs = result["plain_runs"], result["pairs"]
+    assert len(runs) == 3 and len(pairs) == 2
+    for run in runs:  # whole epochs until the minimum time has passed
+        assert run["seconds"] >= 0.3 and run["images"] > 0 and run["images_per_second"] > 0
+    for index, pair in enumerate(pairs):  # each project run against the plain runs on either side of it
+        assert (pair["plain_before"], pair["plain_after"]) == (
+            runs[index]["images_per_second"],
+            runs[index + 1]["images_per_second"],
+        )
+        plain = (pair["plain_before"] + pair["plain_after"]) / 2
+        assert pair["ratio"] == pytest.approx(pair["project_images_per_second"] / plain, rel=2e-3)
+        assert pair["project_seconds"] > 0
+    assert result["ratios"] == [round(p["ratio"], 3) for p in pairs]
+    assert result["ratio"] == pytest.approx(sum(p["ratio"] for p in pairs) / 2, abs=1e-3)  # the median of two
+    assert result["ratio_interval"] is None  # two pairs cannot give a 95% interval
+    assert "no 95% interval" in out and "| pair | plain before |" in out
     assert [p["phase"] for p in result["phases"]] == [0, 1, 2]
-    steady = [p["images_per_second"] for p in result["phases"][1:]]  # the first phase pays the warm-up
-    assert min(steady) - 0.5 <= result["project_images_per_second"] <= max(steady) + 0.5
-    assert result["plain_images_per_second"] == pytest.approx(sum(result["plain_runs_images_per_second"]) / 2, abs=0.1)
+    median = result["phases"]  # the phases of the median pair's project run
+    steady = [p["images_per_second"] for p in median[1:]]  # the first phase pays the warm-up
+    chosen = pairs[result["median_pair"]]["project_images_per_second"]
+    assert min(steady) - 0.5 <= chosen <= max(steady) + 0.5
     assert result["precision"] == "fp32" and result["plain_compile"] is None
     assert result["host_syncs_per_step"] is None  # counted with CUDA's sync debug mode, on a GPU only
     assert result["fast_path"] == {"channels_last": False, "fused_optimizer": False, "torch_compile": None}
+    assert len(result["load_average"]) == 2
     for phase in result["phases"]:
         assert phase["images_per_second"] > 0 and phase["peak_memory_mb"] > 0
         assert phase["overhead_seconds"] >= 0 and 0 <= phase["overhead_fraction"] < 1
@@ -43,6 +70,27 @@ def test_benchmark_reports_every_field(tiny_recipe, tmp_path, capsys):
     assert not (tmp_path / "runs" / "tiny").exists()  # the project path ran in a scratch directory
 
 
+def test_ratio_interval_is_the_distribution_free_one_for_the_median():
+    """Order statistics: with n pairs, [x(k), x(n+1-k)] covers the median with probability
+    1 - 2 P(Binomial(n, 1/2) < k); the widest k reaching 95% is taken, and below 6 pairs none does."""
+    from warmstart_hf.benchmark import ratio_statistics
+
+    assert ratio_statistics([0.9, 1.0, 0.95, 0.97, 0.92])["ratio_interval"] is None  # 1 - 2/32 < 95%
+    six = ratio_statistics([0.97, 0.91, 1.02, 0.95, 0.99, 0.94])
+    assert six["ratio"] == pytest.approx(0.96) and six["ratio_interval"] == [0.91, 1.02]  # 1 - 2/64 = 96.9%
+    ten = [0.80, 0.90, 0.91, 0.93, 0.95, 0.96, 0.97, 0.98, 1.01, 1.20]
+    # k = 2: 1 - 2 (1 + 10) / 1024 = 97.9%; k = 3 would be 1 - 2 * 56 / 1024 = 89%
+    assert ratio_statistics(ten[::-1])["ratio_interval"] == [0.90, 1.01]
+    assert ratio_statistics(ten)["ratio"] == pytest.approx(0.955)
+
+
+def test_benchmark_refuses_a_count_that_cannot_measure(tiny_recipe, tmp_path, capsys):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe))
+    assert main_benchmark([str(recipe), "--pairs", "0"]) == 2
+    assert "--pairs 0" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_benchmark_covers_a_task_without_labels(tmp_path, capsys):
     """The plain loop of any task: MAE pretraining (images only, the model's own loss)."""
@@ -52,7 +100,7 @@ def test_benchmark_covers_a_task_without_labels(tmp_path, capsys):
     shrink = {"max_train_examples": 200, "max_test_examples": 60, "probe_examples": 20, "num_train_epochs": 1}
     path = tmp_path / "mae.yaml"
     path.write_text(yaml.safe_dump({**recipe, **shrink, "num_phases": 2, "output_dir": str(tmp_path / "runs")}))
-    argv = [str(path), "--device", "cpu", "--plain_epochs", "1", "--plain_compile", "default"]
+    argv = [str(path), "--device", "cpu", "--pairs", "1", "--min_seconds", "0.2", "--plain_compile", "default"]
     argv += ["--fused_optimizer", "true"]
     assert main_benchmark(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -237,3 +237,15 @@ def test_predictions_are_copied_out_of_cuda_graph_memory(tmp_path, pixels, monke
     assert not np.allclose(trainer.predict(pixels).predictions, expected)  # the loop keeps references
     monkeypatch.setattr(PhaseTrainer, "_cuda_graphs", lambda self: True)
     np.testing.assert_allclose(trainer.predict(pixels).predictions, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_index_loaders_need_no_worker_processes(tmp_path, pixels, on_device):
+    """On the device-resident path the loaders yield only indices: no workers (forked again every epoch
+    otherwise); rows read from a dataset keep the recipe's workers."""
+    trainer = _trainer(tmp_path, _model(), pixels, data_on_device=on_device)
+    trainer.args.dataloader_num_workers, trainer.args.dataloader_persistent_workers = 2, True
+    expected = 0 if on_device else 2
+    assert trainer.get_train_dataloader().base_dataloader.num_workers == expected
+    assert trainer.get_eval_dataloader(pixels).base_dataloader.num_workers == expected
+    assert trainer.args.dataloader_num_workers == 2 and trainer.args.dataloader_persistent_workers  # restored

@@ -3,19 +3,27 @@ model, data, augmentation and device (``scripts/benchmark.py``), for any task (c
 finetune, mae_pretrain, linear_probe, mae_finetune).
 
 The project path is the real one: ``run_experiment`` on the recipe (one warm arm, every phase), so the
-Trainer, the loop, the strategy, evaluation, diagnostics and checkpoints all count. The plain loop
-trains the same initial model on the last phase's training set, held on the device as one uint8
-tensor, with the task's batched augmentation, the model's own loss and the same optimizer, timed
-after one warm-up epoch; it runs before and after the project's path (their mean is the reference).
-Figures: images/s of each (the project's over the phases after the first) and their ratio; per
-phase the overhead (the phase's wall time outside ``trainer.train``, by part: strategy, diagnostics,
-setup, evaluation, saving) and the peak memory; on CUDA, the host synchronisations per training step.
+Trainer, the loop, the strategy, evaluation, diagnostics and checkpoints all count; its figure is the
+training images/s of the phases after the first. The plain loop trains the same initial model on the
+last phase's training set, held on the device as one uint8 tensor, with the task's batched
+augmentation, the model's own loss and the same optimizer, for whole epochs of at least
+``min_seconds`` after one warm-up epoch.
+
+A measurement, not a best run: the runs alternate (plain, project, plain, ..., project, plain), each
+project run is divided by the mean of the plain runs on either side of it, and the ratio reported is
+the median over those pairs with its distribution-free 95% interval. Also reported: per phase of the
+median pair the overhead (the phase's wall time outside ``trainer.train``, by part: strategy,
+diagnostics, setup, evaluation, saving) and the peak memory; on CUDA, the host synchronisations per
+training step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -60,36 +68,54 @@ def prepare_plain(config: RecipeConfig) -> PlainData:
     return PlainData(task, data, options, tensors)
 
 
-def plain_loop_images_per_second(
-    config: RecipeConfig, plain: PlainData, epochs: int = 2, compile_mode: str | None = None
-) -> float:
+@dataclasses.dataclass
+class PlainRun:
+    """One timed run of the plain loop: its speed and the work it covered."""
+
+    images_per_second: float
+    seconds: float
+    images: int
+
+
+def plain_loop_run(
+    config: RecipeConfig, plain: PlainData, min_seconds: float = 5.0, compile_mode: str | None = None
+) -> PlainRun:
     """A hand-written loop over device-resident data: the reference the project is held to. Any task:
     the task's collated batches (images, and labels where it has them), its training transform, its
     model's own loss, and its optimizer (a task's own, e.g. the probe's LARS, else the Trainer's), in the
-    recipe's precision (bf16 autocast) and fast-path choices (channels_last, fused_optimizer).
+    recipe's precision (bf16 autocast) and fast-path choices (channels_last, fused_optimizer). A fresh
+    model each run; one warm-up epoch (allocations, kernels, compilation), then whole timed epochs until
+    ``min_seconds`` have passed, so that one figure is seconds of work, not a few steps.
     ``compile_mode``: ``torch.compile`` the model (``reduce-overhead``: CUDA graphs; full batches only,
     so every step has one shape)."""
-    device, inc, options, tensors = config.training.device, config.incremental, plain.options, plain.tensors
+    device, inc, options = config.training.device, config.incremental, plain.options
     model = plain.task.initial_model(plain.data, config.training.seed).to(device).train()
     model = to_channels_last(model) if inc.channels_last else model
     factory = options.get("optimizer_factory")
     optimizer = factory(model) if factory else _optimizer(config, model)
     optimizer = fused(optimizer) if inc.fused_optimizer else optimizer
     forward = torch.compile(model, mode=compile_mode) if compile_mode else model
-    augment, batch = options.get("augment"), config.training.per_device_train_batch_size
-    size = len(next(iter(tensors.values())))
-    seen, started = 0, None
-    for epoch in range(epochs + 1):  # epoch 0 warms up (allocations, kernels, compilation)
-        if epoch == 1:
-            _synchronize(device)
-            started = time.perf_counter()
-        for index in torch.randperm(size, device=device).split(batch):
-            if compile_mode and len(index) < batch:
-                continue
-            _plain_step(config, forward, optimizer, {key: values[index] for key, values in tensors.items()}, augment)
-            seen += len(index) if epoch > 0 else 0
+    _plain_epoch(config, plain, forward, optimizer, compile_mode)  # warm-up, untimed
     _synchronize(device)
-    return seen / (time.perf_counter() - started)
+    started, seen, elapsed = time.perf_counter(), 0, 0.0
+    while seen == 0 or elapsed < min_seconds:
+        seen += _plain_epoch(config, plain, forward, optimizer, compile_mode)
+        _synchronize(device)
+        elapsed = time.perf_counter() - started
+    return PlainRun(round(seen / elapsed, 1), round(elapsed, 2), seen)
+
+
+def _plain_epoch(config: RecipeConfig, plain: PlainData, model, optimizer, compile_mode: str | None) -> int:
+    """One shuffled pass over the resident training set; returns the images trained."""
+    device, batch, tensors = config.training.device, config.training.per_device_train_batch_size, plain.tensors
+    size, seen = len(next(iter(tensors.values()))), 0
+    for index in torch.randperm(size, device=device).split(batch):
+        if compile_mode and len(index) < batch:
+            continue
+        inputs = {key: values[index] for key, values in tensors.items()}
+        _plain_step(config, model, optimizer, inputs, plain.options.get("augment"))
+        seen += len(index)
+    return seen
 
 
 def _plain_step(config: RecipeConfig, model, optimizer, inputs: dict[str, torch.Tensor], augment) -> None:
@@ -133,60 +159,113 @@ def project_phases(config: RecipeConfig) -> tuple[list[dict[str, Any]], float | 
     return [json.loads(line) for line in lines], counter.per_step()
 
 
-def run_benchmark(argv: list[str], epochs: int = 2, compile_mode: str | None = None) -> dict[str, Any]:
-    """Parse ``RECIPE [--field value ...]``, measure both paths, return every figure."""
+def run_benchmark(
+    argv: list[str], pairs: int = 6, min_seconds: float = 5.0, compile_mode: str | None = None
+) -> dict[str, Any]:
+    """Parse ``RECIPE [--field value ...]`` and measure both paths interleaved: plain, project, plain,
+    project, ..., plain. On a shared machine the speed drifts by 10-20% within a minute, so each project
+    run is compared with the plain runs just before and after it (their mean): one ratio per pair. The
+    figure is the median of the pairs' ratios with its distribution-free 95% interval."""
     config = parse_config(argv)
     if config.training.fp16:
         raise ConfigError("The benchmark's plain loop runs fp32 or bf16. Fix: benchmark with `--bf16 true` or fp32.")
-    # The plain loop runs before and after the project's path: on a shared machine one figure drifts by
-    # 10-20%; the ratio uses their mean, and both are reported.
+    if pairs < 1 or min_seconds <= 0:
+        raise ConfigError(
+            f"--pairs {pairs} / --min_seconds {min_seconds}: both must be positive. "
+            "Fix: pass --pairs 6 (the fewest that give a 95% interval) and --min_seconds 5."
+        )
+    load_before = _load_average()
     shared = prepare_plain(config)
-    plain_before = plain_loop_images_per_second(config, shared, epochs, compile_mode)
-    records, syncs_per_step = project_phases(config)
-    plain_after = plain_loop_images_per_second(config, shared, epochs, compile_mode)
-    plain = (plain_before + plain_after) / 2
-    phases = [
-        {
-            "phase": r["phase"],
-            "images_per_second": r["samples_per_second"],
-            "overhead_seconds": round(r["phase_seconds"] - r["train_seconds"], 3),
-            "overhead_fraction": round((r["phase_seconds"] - r["train_seconds"]) / r["phase_seconds"], 4),
-            "peak_memory_mb": r["peak_memory_mb"],
-            "timing": r["timing"],
-        }
-        for r in records
-    ]
-    project = _steady_images_per_second(records)
+    plain_runs = [plain_loop_run(config, shared, min_seconds, compile_mode)]
+    projects = []
+    for _ in range(pairs):
+        projects.append(project_phases(config))
+        plain_runs.append(plain_loop_run(config, shared, min_seconds, compile_mode))
+    measured = [_pair(index, plain_runs, records) for index, (records, _) in enumerate(projects)]
+    middle = _median_index([pair["ratio"] for pair in measured])
+    records, syncs_per_step = projects[middle]
     return {
         "recipe": argv[0],
         "device": str(config.training.device),
         "precision": "bf16" if config.training.bf16 else "fp32",
         "fast_path": _fast_path(config),
         "plain_compile": compile_mode,
-        "plain_images_per_second": round(plain, 1),
-        "plain_runs_images_per_second": [round(plain_before, 1), round(plain_after, 1)],
-        "project_images_per_second": project,
-        "ratio": round(project / plain, 3),
+        **ratio_statistics([pair["ratio"] for pair in measured]),
+        "plain_images_per_second": _median([run.images_per_second for run in plain_runs]),
+        "project_images_per_second": _median([pair["project_images_per_second"] for pair in measured]),
+        "pairs": measured,
+        "plain_runs": [dataclasses.asdict(run) for run in plain_runs],
+        "min_seconds": min_seconds,
+        "load_average": [load_before, _load_average()],
         "host_syncs_per_step": syncs_per_step,
-        "phases": phases,
+        "median_pair": middle,
+        "phases": [_phase_figures(r) for r in records],
     }
 
 
-def run_repeated(argv: list[str], repeats: int = 1, epochs: int = 2, compile_mode: str | None = None) -> dict:
-    """``run_benchmark`` ``repeats`` times: the run with the median ratio, plus every run's ratio (on a
-    shared machine one run's ratio can be off by 10-20%)."""
-    if repeats < 1:
-        raise ConfigError(f"--repeats has value {repeats}; it must be at least 1. Fix: pass --repeats 1 or more.")
-    runs = sorted((run_benchmark(argv, epochs, compile_mode) for _ in range(repeats)), key=lambda r: r["ratio"])
-    return {**runs[len(runs) // 2], "ratios": [r["ratio"] for r in runs]}
+def _pair(index: int, plain_runs: list[PlainRun], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Project run ``index`` against the plain runs that bracket it."""
+    before, after = plain_runs[index], plain_runs[index + 1]
+    images, seconds = _steady_work(records)
+    project = images / seconds
+    plain = (before.images_per_second + after.images_per_second) / 2
+    return {
+        "plain_before": before.images_per_second,
+        "project_images_per_second": round(project, 1),
+        "plain_after": after.images_per_second,
+        "ratio": round(project / plain, 4),
+        "project_seconds": round(seconds, 2),
+    }
 
 
-def _steady_images_per_second(records: list[dict[str, Any]]) -> float:
-    """Images over training seconds of every phase after the first (the first pays the process's
+def ratio_statistics(ratios: list[float], confidence: float = 0.95) -> dict[str, Any]:
+    """The median ratio and its distribution-free interval (order statistics, via scipy's quantile
+    test: exact coverage, no assumption on the noise's shape). Fewer than 6 pairs cannot give a 95%
+    interval: then it is None."""
+    from scipy.stats import quantile_test
+
+    median = _median(ratios)
+    interval = quantile_test(ratios, q=median, p=0.5).confidence_interval(confidence)
+    bounds = None if math.isnan(interval.low) or math.isnan(interval.high) else [interval.low, interval.high]
+    return {
+        "ratio": round(median, 3),
+        "ratio_interval": [round(float(b), 3) for b in bounds] if bounds else None,
+        "ratio_confidence": confidence,
+        "ratios": [round(r, 3) for r in ratios],
+    }
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 4)
+
+
+def _median_index(values: list[float]) -> int:
+    """The run whose ratio is the (lower) median: its phases are the ones reported."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    return order[(len(order) - 1) // 2]
+
+
+def _steady_work(records: list[dict[str, Any]]) -> tuple[float, float]:
+    """Images and training seconds of every phase after the first (the first pays the process's
     one-time warm-up: kernel selection, compilation), or of the only phase."""
     steady = records[1:] or records
-    images = sum(r["samples_per_second"] * r["train_seconds"] for r in steady)
-    return round(images / sum(r["train_seconds"] for r in steady), 2)
+    return sum(r["samples_per_second"] * r["train_seconds"] for r in steady), sum(r["train_seconds"] for r in steady)
+
+
+def _phase_figures(record: dict[str, Any]) -> dict[str, Any]:
+    overhead = record["phase_seconds"] - record["train_seconds"]
+    return {
+        "phase": record["phase"],
+        "images_per_second": record["samples_per_second"],
+        "overhead_seconds": round(overhead, 3),
+        "overhead_fraction": round(overhead / record["phase_seconds"], 4),
+        "peak_memory_mb": record["peak_memory_mb"],
+        "timing": record["timing"],
+    }
+
+
+def _load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def _fast_path(config: RecipeConfig) -> dict[str, Any]:
@@ -199,18 +278,26 @@ _OVERHEAD_PARTS = ("start", "diagnostics", "setup", "evaluate", "save")  # the l
 
 
 def format_table(result: dict[str, Any]) -> str:
-    compiled = f" (torch.compile {result['plain_compile']})" if result["plain_compile"] else ""
-    lines = [
-        f"recipe {result['recipe']} on {result['device']}, {result['precision']}, fast path {result['fast_path']}: "
-        f"project {result['project_images_per_second']:.0f} img/s, plain loop{compiled} "
-        f"{result['plain_images_per_second']:.0f} img/s (runs before and after: "
-        f"{' / '.join(f'{v:.0f}' for v in result['plain_runs_images_per_second'])}), ratio {result['ratio']:.2f}"
-        f" (every run: {', '.join(f'{v:.2f}' for v in result.get('ratios', [result['ratio']]))})",
-        "",
+    """The figures as Markdown: the summary line, one row per interleaved pair, the median pair's phases."""
+    lines = [_summary_line(result), "", "| pair | plain before | project | plain after | ratio | project seconds |"]
+    lines.append("|---|---|---|---|---|---|")
+    for index, pair in enumerate(result["pairs"]):
+        lines.append(
+            f"| {index} | {pair['plain_before']:.0f} | {pair['project_images_per_second']:.0f} | "
+            f"{pair['plain_after']:.0f} | {pair['ratio']:.3f} | {pair['project_seconds']:.1f} |"
+        )
+    short = [pair["project_seconds"] for pair in result["pairs"] if pair["project_seconds"] < result["min_seconds"]]
+    if short:
+        lines.append(
+            f"Note: project runs covered {min(short):.1f} s of training, under --min_seconds "
+            f"{result['min_seconds']}: raise --num_train_epochs for a steadier figure."
+        )
+    lines += ["", f"Phases of pair {result['median_pair']} (the median ratio):", ""]
+    lines.append(
         "| phase | images/s | overhead (s) | overhead (% of phase) | of which start / diagnostics / setup / "
-        "evaluate / save (s) | peak memory (MB) |",
-        "|---|---|---|---|---|---|",
-    ]
+        "evaluate / save (s) | peak memory (MB) |"
+    )
+    lines.append("|---|---|---|---|---|---|")
     for p in result["phases"]:
         parts = " / ".join(f"{p['timing'].get(k, 0.0):.2f}" for k in _OVERHEAD_PARTS)
         lines.append(
@@ -218,3 +305,22 @@ def format_table(result: dict[str, Any]) -> str:
             f"{100 * p['overhead_fraction']:.1f} | {parts} | {p['peak_memory_mb']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _summary_line(result: dict[str, Any]) -> str:
+    compiled = f" (torch.compile {result['plain_compile']})" if result["plain_compile"] else ""
+    interval = result["ratio_interval"]
+    spread = (
+        f"{100 * result['ratio_confidence']:.0f}% interval {interval[0]:.2f}-{interval[1]:.2f}"
+        if interval
+        else "no 95% interval (it needs 6 pairs or more)"
+    )
+    plain_seconds = [run["seconds"] for run in result["plain_runs"]]
+    load = " -> ".join(str(v) for v in result["load_average"])
+    return (
+        f"recipe {result['recipe']} on {result['device']}, {result['precision']}, fast path {result['fast_path']}: "
+        f"ratio {result['ratio']:.2f} (median of {len(result['pairs'])} interleaved pairs, {spread}); "
+        f"project {result['project_images_per_second']:.0f} img/s, plain loop{compiled} "
+        f"{result['plain_images_per_second']:.0f} img/s (medians; plain runs of "
+        f"{min(plain_seconds):.1f}-{max(plain_seconds):.1f} s); load average {load}"
+    )

@@ -95,28 +95,32 @@ def main_train(argv: list[str]) -> int:
 
 
 def main_benchmark(argv: list[str]) -> int:
-    """``benchmark.py RECIPE [--device cpu|cuda] [--plain_epochs N] [--plain_compile MODE] [--repeats N]
+    """``benchmark.py RECIPE [--device cpu|cuda] [--pairs N] [--min_seconds S] [--plain_compile MODE]
     [--field value ...]``: prints a table and one JSON line (warmstart_hf/benchmark.py)."""
     import argparse
     import json
 
     parser = argparse.ArgumentParser(prog="benchmark.py", description=main_benchmark.__doc__)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--plain_epochs", type=int, default=2, help="timed epochs of the plain loop")
+    parser.add_argument(
+        "--pairs", type=int, default=6, help="interleaved plain/project pairs (6 or more give a 95%% interval)"
+    )
+    parser.add_argument(
+        "--min_seconds", type=float, default=5.0, help="timed seconds (whole epochs) of each plain-loop run"
+    )
     parser.add_argument(
         "--plain_compile",
         choices=["default", "reduce-overhead", "max-autotune"],
         help="torch.compile the plain loop's model (reduce-overhead: CUDA graphs), the fast path's reference",
     )
-    parser.add_argument("--repeats", type=int, default=1, help="measure N times; report the median-ratio run")
     args, rest = parser.parse_known_args(argv)
 
     def benchmark() -> int:
-        from warmstart_hf.benchmark import format_table, run_repeated
+        from warmstart_hf.benchmark import format_table, run_benchmark
 
         _quiet_library_progress_bars()
         argv = [*rest, "--use_cpu", str(args.device == "cpu").lower()]
-        result = run_repeated(argv, args.repeats, args.plain_epochs, args.plain_compile)
+        result = run_benchmark(argv, args.pairs, args.min_seconds, args.plain_compile)
         print(format_table(result))
         print(json.dumps(result))
         return 0

@@ -113,7 +113,8 @@ class PhaseTrainer(Trainer):
         dataset, collator = self.train_dataset, self.data_collator
         self.train_dataset, self.data_collator = _Indices(len(dataset)), _collate_indices
         try:
-            return super().get_train_dataloader()
+            with _no_workers(self.args):
+                return super().get_train_dataloader()
         finally:
             self.train_dataset, self.data_collator = dataset, collator
 
@@ -228,7 +229,8 @@ class PhaseTrainer(Trainer):
         collator = self.data_collator
         self.data_collator = _collate_indices
         try:
-            return make(_Indices(len(dataset)))
+            with _no_workers(self.args):
+                return make(_Indices(len(dataset)))
         finally:
             self.data_collator = collator
 
@@ -340,6 +342,19 @@ def mask_unseen_logits(logits: torch.Tensor, seen: list[int]) -> torch.Tensor:
     keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
     keep[torch.as_tensor(seen, device=logits.device)] = True
     return logits.masked_fill(~keep, float("-inf"))
+
+
+@contextmanager
+def _no_workers(args):
+    """A loader of indices needs no worker processes: they would only batch integers, and each epoch
+    would fork them again at every epoch (each a copy of the whole process).
+    The sampler runs in the main process either way, so the batches are the same."""
+    saved = args.dataloader_num_workers, args.dataloader_persistent_workers, args.dataloader_prefetch_factor
+    args.dataloader_num_workers, args.dataloader_persistent_workers, args.dataloader_prefetch_factor = 0, False, None
+    try:
+        yield
+    finally:
+        args.dataloader_num_workers, args.dataloader_persistent_workers, args.dataloader_prefetch_factor = saved
 
 
 @contextmanager
