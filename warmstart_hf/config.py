@@ -746,7 +746,12 @@ def _unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:
 
 
 def _yaml_to_argv(recipe: dict[str, Any], actions: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
-    """Turn a flat recipe mapping into argv tokens; returns (argv, keys set to null)."""
+    """Turn a flat recipe mapping into argv tokens; returns (argv, keys set to null).
+
+    Not HfArgumentParser.parse_dict / parse_yaml_file: they pass each value to the dataclass as YAML typed
+    it, unconverted and unchecked (PyYAML reads ``1e-3`` as the string '1e-3'; ``scenario: foo`` and
+    ``num_phases: three`` are accepted), and cannot layer command-line overrides; through argv every value
+    meets argparse's type and choices, whose errors name the field (``_RecipeArgumentParser.error``)."""
     argv: list[str] = []
     nulls: list[str] = []
     for key, value in recipe.items():

@@ -283,7 +283,12 @@ def _run_phase(arm: _Arm, phase: int, model, carried_state) -> tuple[torch.nn.Mo
 
 
 class _PhaseTimer:
-    """Wall seconds of a phase's parts (``timing`` in its record), from its start; and its peak memory."""
+    """Wall seconds of a phase's parts (``timing`` in its record), from its start; and its peak memory.
+
+    Not the Trainer's metrics (``train_runtime``, ``skip_memory_metrics=False``): they cover only the
+    Trainer's own stages (not the strategy's start, the diagnostics or the save), report memory as deltas
+    from each stage's start, reset the GPU's peak counter when training starts (losing the phase's start)
+    and poll the CPU's resident size in a busy thread that occupies a core for the whole phase."""
 
     def __init__(self):
         self.started = time.perf_counter()
