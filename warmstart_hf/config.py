@@ -571,9 +571,9 @@ def _init_fields(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.init)
 
 
-# --help groups, in order: (title, description, fields). A field of the project's dataclasses that is not
-# named here goes to its class's group; a TrainingArguments field not named here is the long tail the
-# project neither sets nor reads: accepted and passed to the Trainer, listed by --help-all only.
+# --help groups, in order: (title, description, fields). An IncrementalArguments field not named here is a
+# phases field; a TrainingArguments field not named here is the long tail the project neither sets nor
+# reads: accepted and passed to the Trainer, listed by --help-all only.
 _HELP_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "data",
