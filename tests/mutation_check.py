@@ -620,6 +620,40 @@ BENCHMARK_MUTATIONS = [
 ]
 MUTATIONS += BENCHMARK_MUTATIONS
 
+HELP = T + "test_config.py::test_help_is_grouped_lists_the_registries_and_hides_the_unused_training_fields"
+TRACKING = T + "test_tracking.py::test_tensorboard_is_one_run_per_arm_on_one_step_axis_that_a_resume_continues"
+TRACKING_MUTATIONS = [
+    _m(
+        "help: strategies not listed from their registry",
+        "warmstart_hf/strategies/registry.py",
+        'REGISTERED_NAMES["strategies"] = STRATEGIES  # --help lists them\n',
+        "",
+        HELP,
+    ),
+    _m(
+        "help: the unused TrainingArguments fields shown",
+        "warmstart_hf/config.py",
+        '        if not full and (_FIELD_GROUPS.get(action.dest) is None or name.startswith("no_")):',
+        '        if not full and name.startswith("no_"):',
+        HELP,
+    ),
+    _m(
+        "tensorboard: each phase's steps restart at 0",
+        "warmstart_hf/loop.py",
+        '        callbacks.append(arm.tracker.start_phase(phase, sum(r["steps"] for r in arm.results[:phase])))',
+        "        callbacks.append(arm.tracker.start_phase(phase, 0))",
+        TRACKING,
+    ),
+    _m(
+        "tensorboard: a resume keeps what the interrupted process logged past its checkpoint",
+        "warmstart_hf/tracking.py",
+        "purge_step=self.offset + phase_step + 1)",
+        "purge_step=None)",
+        TRACKING,
+    ),
+]
+MUTATIONS += TRACKING_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

@@ -175,3 +175,44 @@ def test_the_mae_learning_rate_rule_counts_batch_accumulation_and_processes(
     config = parse_config(recipe=recipe)
     assert config.training.world_size == processes
     assert config.training.learning_rate == pytest.approx(4e-3 * batch * accumulation * processes / 256)
+
+
+HELP_GROUPS = ["data:", "model:", "phases:", "strategy:", "optimisation:", "hub:", "runtime:"]
+
+
+def _help(capsys, monkeypatch, *argv: str) -> str:
+    from warmstart_hf.cli import main_train
+
+    monkeypatch.setenv("COLUMNS", "80")  # argparse wraps at the terminal's width
+    assert main_train(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def test_help_is_grouped_lists_the_registries_and_hides_the_unused_training_fields(capsys, monkeypatch):
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from warmstart_hf.config import ARGUMENT_CLASSES
+    from warmstart_hf.data.augment import AUGMENTATIONS
+    from warmstart_hf.strategies import STRATEGIES
+    from warmstart_hf.tasks import TASKS
+
+    monkeypatch.setitem(STRATEGIES, "a_new_strategy", object)  # a name registered later shows too
+    out = _help(capsys, monkeypatch, "--help")
+    lines = out.splitlines()
+    assert out.count("usage:") == 1 and lines[0].startswith("usage: train_incremental.py RECIPE.yaml")
+    starts = [lines.index(title) for title in [*HELP_GROUPS, "other TrainingArguments fields:"]]
+    assert starts == sorted(starts)  # every group, in this order, the long tail last
+    options = {line.split()[0]: line for line in lines if line.startswith("  --")}
+    for option, names in (("--strategies", STRATEGIES), ("--task", TASKS), ("--augmentation", AUGMENTATIONS)):
+        assert len(names) >= 3 and all(name in options[option] for name in names), (option, sorted(names))
+    assert "a_new_strategy" in options["--strategies"]
+    ours = {f.name for cls in ARGUMENT_CLASSES[:-1] for f in dataclasses.fields(cls)}
+    assert {f"--{name}" for name in ours} <= set(options)  # every project field, one option line each
+    assert "--ddp_timeout" not in options and "--no_diagnostics" not in options
+    assert len(lines) < 600 and len(options) < 150  # was 1,079 lines and 223 option lines
+    full = _help(capsys, monkeypatch, "recipes/digits.yaml", "--help-all")
+    everything = {line.split()[0].rstrip(",") for line in full.splitlines() if line.startswith("  --")}
+    assert {f"--{f.name}" for f in dataclasses.fields(TrainingArguments) if f.init} <= everything
+    assert full.count("usage:") == 1 and len(everything) > len(options)

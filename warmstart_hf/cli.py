@@ -74,14 +74,19 @@ def _is_write_failure(err: OSError) -> bool:
     return directory.exists() and not os.access(directory, os.W_OK)
 
 
-def main_train(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        if argv:
-            from warmstart_hf.config import build_parser
+HELP_FLAGS = ("-h", "--help", "--help-all")
 
-            build_parser().print_help()
-        return 0 if argv else 2
+
+def main_train(argv: list[str]) -> int:
+    if not argv or any(flag in argv for flag in HELP_FLAGS):
+        from warmstart_hf.config import build_parser
+
+        parser = build_parser(full="--help-all" in argv)
+        if not argv:
+            parser.print_usage(sys.stderr)
+            return 2
+        parser.print_help()
+        return 0
 
     def train() -> int:
         from warmstart_hf.loop import run_experiment
@@ -291,9 +296,3 @@ def _destroy_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
-
-def _usage() -> str:
-    return (
-        "usage: train_incremental.py RECIPE.yaml [--field value ...]\n"
-        "Fields: see README 'Recipe fields'; any transformers.TrainingArguments field is accepted too."
-    )

@@ -9,12 +9,13 @@ wrong types are errors (:class:`ConfigError`) that name the field, the value and
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import enum
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -171,8 +172,8 @@ class IncrementalArguments:
     task: str = field(
         default="classification",
         metadata={
-            "help": "What each phase trains and how it is judged (warmstart_hf/tasks): classification (from "
-            "scratch) or finetune (from `pretrained`)."
+            "help": "What each phase trains and how it is judged (warmstart_hf/tasks; e.g. classification from "
+            "scratch, finetune from `pretrained`)."
         },
     )
     scenario: Literal["data", "class"] = field(
@@ -190,11 +191,13 @@ class IncrementalArguments:
     )
     strategies: list[str] = field(
         default_factory=lambda: ["warm", "cold"],
-        metadata={"help": "Strategies to compare; each runs as its own arm on the same split."},
+        metadata={
+            "help": "Strategies to compare (warmstart_hf/strategies); each runs as its own arm on the same split."
+        },
     )
     augmentation: list[str] = field(
         default_factory=lambda: ["crop", "flip"],
-        metadata={"help": "Batched on-device augmentations for training (crop, flip); empty for none."},
+        metadata={"help": "Batched on-device augmentations for training, applied in the order listed; empty for none."},
     )
     crop_padding: int = field(default=4, metadata={"help": "Zero padding of the random crop, in pixels."})
     crop_size: int | None = field(
@@ -559,8 +562,120 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+# Names that the modules above this one register (tasks, strategies, augmentations): --help lists them
+# from the live registries, so a newly registered name shows there without an edit here.
+REGISTERED_NAMES: dict[str, Iterable[str]] = {}
+
+
+def _init_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+
+# --help groups, in order: (title, description, fields). An IncrementalArguments field not named here is a
+# phases field; a TrainingArguments field not named here is the long tail the project neither sets nor
+# reads: accepted and passed to the Trainer, listed by --help-all only.
+_HELP_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (
+        "data",
+        "Where the images come from, how they are split and stored, and how training batches are augmented.",
+        (
+            *_init_fields(DataArguments),
+            *("augmentation", "crop_padding", "rotation_degrees", "crop_size", "crop_scale", "eval_crop_pct"),
+            *("views", "interpolation", "rand_augment", "random_erasing", "mixup_alpha", "cutmix_alpha"),
+        ),
+    ),
+    ("model", "The network trained in every phase.", _init_fields(ModelArguments)),
+    (
+        "phases",
+        "The phase plan, what each phase trains, when it stops and what is measured (the other fields of "
+        "IncrementalArguments).",
+        (),
+    ),
+    (
+        "strategy",
+        "Which arms run, and what each does between phases (README, 'Strategies').",
+        ("strategies", *_init_fields(StrategyArguments)),
+    ),
+    (
+        "optimisation",
+        "The optimizer and the learning-rate schedule of every phase.",
+        (
+            *("learning_rate", "base_learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size"),
+            *("gradient_accumulation_steps", "dataloader_drop_last", "optim", "optim_args", "weight_decay"),
+            *("weight_decay_scope", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm"),
+            *("label_smoothing_factor", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "warmup_epochs"),
+            *("lr_milestones", "lr_gamma", "lr_schedule_across_phases"),
+        ),
+    ),
+    (
+        "hub",
+        "Push each finished phase to the Hub (warmstart_hf/hub.py; the Trainer itself never pushes).",
+        ("push_to_hub", "hub_model_id", "hub_private_repo", "hub_token"),
+    ),
+    (
+        "runtime",
+        "Where the run lives and how it executes: devices, precision, speed, checkpoints, logging.",
+        (
+            *("output_dir", "run_name", "seed", "use_cpu", "bf16", "fp16", "tf32", "torch_compile"),
+            *("torch_compile_mode", "data_on_device", "channels_last", "fused_optimizer", "dataloader_num_workers"),
+            *("dataloader_pin_memory", "per_device_eval_batch_size", "save_strategy", "save_steps"),
+            *("save_total_limit", "save_interval_minutes", "logging_strategy", "logging_steps", "report_to"),
+            *("disable_tqdm", "accelerator_config", "fsdp", "fsdp_config", "deepspeed"),
+        ),
+    ),
+)
+_TAIL_GROUP = "other TrainingArguments fields"
+_FIELD_GROUPS = {name: "phases" for name in _init_fields(IncrementalArguments)} | {
+    name: title for title, _, names in _HELP_GROUPS for name in names
+}
+# TrainingArguments help texts that say something else in this project
+_HELP_OVERRIDES = {
+    "report_to": "none; tensorboard: one run per arm (<arm>/tensorboard) whose step axis is the arm's optimizer "
+    "steps across all phases, with the phase as a scalar; any other transformers integration (trackio, wandb, "
+    "...) through the Trainer, one run per phase.",
+}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """One option string per field (not its dashed alias with the metavar again), a metavar that names the
+    type, and no ``(default: None)``."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        metavar = self._format_args(action, self._get_default_metavar_for_optional(action))
+        return f"{action.option_strings[0]} {metavar}"
+
+    def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
+        return {int: "INT", float: "FLOAT"}.get(action.type, "BOOL" if action.const is True else "VALUE")
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default == []:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class _RecipeArgumentParser(HfArgumentParser):
-    """HfArgumentParser whose errors become ConfigError with the field, the value and the fix."""
+    """HfArgumentParser whose errors become ConfigError with the field, the value and the fix, and whose
+    --help groups the fields by what they set (``_HELP_GROUPS``) instead of by dataclass."""
+
+    def __init__(self, dataclass_types, **kwargs: Any):
+        self._recipe_groups: dict[str, argparse._ArgumentGroup] = {}
+        super().__init__(dataclass_types, **kwargs)
+
+    def _parse_dataclass_field(self, parser, field: dataclasses.Field) -> None:
+        """Files each field under its help group. HfArgumentParser groups only whole dataclasses
+        (``_argument_group_name``), and these groups cut across them (TrainingArguments holds optimisation,
+        hub and runtime fields), so this hook of its field loop is overridden."""
+        if not self._recipe_groups:
+            titles = [(title, description) for title, description, _ in _HELP_GROUPS]
+            titles.append((_TAIL_GROUP, "Accepted and passed to the Trainer; the project neither sets nor reads them."))
+            self._recipe_groups = {title: self.add_argument_group(title, text) for title, text in titles}
+        if field.name in _HELP_OVERRIDES:
+            field = copy.copy(field)  # the dataclass's own field keeps transformers' text
+            field.metadata = {**field.metadata, "help": _HELP_OVERRIDES[field.name]}
+        group = self._recipe_groups[_FIELD_GROUPS.get(field.name, _TAIL_GROUP)]
+        HfArgumentParser._parse_dataclass_field(group, field)
 
     def error(self, message: str):  # argparse calls this on any bad token
         match = re.match(r"argument --(\w+).*?: invalid (\w+) value: '(.*)'", message)
@@ -585,13 +700,35 @@ class _RecipeArgumentParser(HfArgumentParser):
         raise ConfigError(f"Invalid recipe or command line: {message}.")
 
 
-def build_parser() -> _RecipeArgumentParser:
-    """The argument parser over all recipe fields (for ``--help``)."""
-    return _build_parser()[0]
+def build_parser(full: bool = True) -> _RecipeArgumentParser:
+    """The argument parser over all recipe fields, for ``--help`` (``full``: ``--help-all``, also the long
+    tail of TrainingArguments fields and every ``--no_<field>`` form)."""
+    parser = _build_parser()[0]
+    parser.set_defaults(**TRAINING_DEFAULTS)  # shown as the defaults; parse_config passes them as arguments
+    for action in parser._actions:
+        name = action.option_strings[0][2:] if action.option_strings else ""
+        if name in REGISTERED_NAMES:
+            action.metavar = "{" + ",".join(sorted(REGISTERED_NAMES[name])) + "}"
+        if not full and (_FIELD_GROUPS.get(action.dest) is None or name.startswith("no_")):
+            action.help = argparse.SUPPRESS
+    if not full:
+        tail = parser._recipe_groups[_TAIL_GROUP]
+        hidden = len({a.dest for a in tail._group_actions})
+        tail.description = f"{hidden} more transformers.TrainingArguments fields are accepted (--help-all lists them)."
+    return parser
 
 
 def _build_parser() -> tuple[_RecipeArgumentParser, dict[str, argparse.Action]]:
-    parser = _RecipeArgumentParser(ARGUMENT_CLASSES)
+    parser = _RecipeArgumentParser(
+        ARGUMENT_CLASSES,
+        prog="train_incremental.py",
+        usage="%(prog)s RECIPE.yaml [--field value ...]",
+        description="Train every arm of a recipe through its phases. A recipe is a flat YAML mapping of the fields "
+        "below; options after its path override it (--strategies warm,cold or --strategies warm cold). -h/--help: "
+        "this list; --help-all: also every other transformers.TrainingArguments field.",
+        formatter_class=_HelpFormatter,
+        add_help=False,
+    )
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
     for action in actions.values():
         if action.nargs == "+":
@@ -609,7 +746,12 @@ def _unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:
 
 
 def _yaml_to_argv(recipe: dict[str, Any], actions: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
-    """Turn a flat recipe mapping into argv tokens; returns (argv, keys set to null)."""
+    """Turn a flat recipe mapping into argv tokens; returns (argv, keys set to null).
+
+    Not HfArgumentParser.parse_dict / parse_yaml_file: they pass each value to the dataclass as YAML typed
+    it, unconverted and unchecked (PyYAML reads ``1e-3`` as the string '1e-3'; ``scenario: foo`` and
+    ``num_phases: three`` are accepted), and cannot layer command-line overrides; through argv every value
+    meets argparse's type and choices, whose errors name the field (``_RecipeArgumentParser.error``)."""
     argv: list[str] = []
     nulls: list[str] = []
     for key, value in recipe.items():

@@ -62,7 +62,12 @@ class _StopFlag:
 
     def requested(self) -> bool:
         """Whether any process got a signal (a collective under DDP: call it on every rank). The flag
-        travels over a CPU (gloo) group, so checking it never waits for the GPU's queue."""
+        travels over a CPU (gloo) group, so checking it never waits for the GPU's queue.
+
+        Not Accelerate's ``set_trigger`` / ``check_trigger``: set_trigger allocates a tensor on the training
+        device (a CUDA call inside a signal handler), check_trigger reduces on that device (NCCL) and reads
+        it back with ``.item()``, a host sync every step, and its flag says only "stop", not which signal
+        (the exit status is 128 + signum)."""
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             flag = torch.tensor([0 if self.signum is None else self.signum])
             dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=cpu_group())

@@ -63,6 +63,7 @@ from warmstart_hf.run_lock import locked_arms
 from warmstart_hf.seeding import derive_seed
 from warmstart_hf.strategies import PhaseContext, PhaseStart, Strategy, create_strategy, mixed_optimizer_policies
 from warmstart_hf.tasks import Task, TaskData, create_task
+from warmstart_hf.tracking import ArmTensorBoard, arm_tracker, trainer_report_to
 from warmstart_hf.trainer import PhaseProgress, PhaseTrainer, unwrap_optimizer_state
 
 logger = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ class _Arm:
     init_state: dict[str, torch.Tensor] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
     bar: tqdm | None = None
+    tracker: ArmTensorBoard | None = None  # report_to: tensorboard, one run for all phases
 
     @property
     def directory(self) -> Path:
@@ -196,10 +198,15 @@ def run_arm(arm: _Arm) -> list[dict[str, Any]]:
         return arm.results
     model, carried_state = _arm_start(arm)
     arm.bar = _progress_bar(arm)
-    for phase in range(len(arm.results), num_phases):
-        model, carried_state = _run_phase(arm, phase, model, carried_state)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
+    arm.tracker = arm_tracker(arm.config, directory, arm.is_main)
+    try:
+        for phase in range(len(arm.results), num_phases):
+            model, carried_state = _run_phase(arm, phase, model, carried_state)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.barrier()
+    finally:
+        if arm.tracker is not None:
+            arm.tracker.close()
     if arm.bar is not None:
         arm.bar.close()
     return arm.results
@@ -276,7 +283,12 @@ def _run_phase(arm: _Arm, phase: int, model, carried_state) -> tuple[torch.nn.Mo
 
 
 class _PhaseTimer:
-    """Wall seconds of a phase's parts (``timing`` in its record), from its start; and its peak memory."""
+    """Wall seconds of a phase's parts (``timing`` in its record), from its start; and its peak memory.
+
+    Not the Trainer's metrics (``train_runtime``, ``skip_memory_metrics=False``): they cover only the
+    Trainer's own stages (not the strategy's start, the diagnostics or the save), report memory as deltas
+    from each stage's start, reset the GPU's peak counter when training starts (losing the phase's start)
+    and poll the CPU's resident size in a busy thread that occupies a core for the whole phase."""
 
     def __init__(self):
         self.started = time.perf_counter()
@@ -334,6 +346,8 @@ def _phase_trainer(arm: _Arm, phase: int, phase_dir: Path, train, model, start: 
     continued = inc.lr_schedule_across_phases == "continue"
     options = arm.task.trainer_options(arm.data, phase)
     callbacks += options.pop("callbacks", [])
+    if arm.tracker is not None:
+        callbacks.append(arm.tracker.start_phase(phase, sum(r["steps"] for r in arm.results[:phase])))
     trainer = PhaseTrainer(
         model=model,
         args=_phase_training_args(arm.config, arm.task, phase_dir, phase),
@@ -405,6 +419,8 @@ def _commit_phase(arm: _Arm, phase_dir: Path, record: dict[str, Any]) -> None:
     if not arm.is_main:
         return
     append_jsonl_atomic(arm.directory / "results.jsonl", record)
+    if arm.tracker is not None:
+        arm.tracker.end_phase(record)
     for stale in phase_dir.glob("checkpoint-*"):
         remove_checkpoint(stale)
     push_finished_phases(arm.config, arm.directory)  # no-op unless push_to_hub; never raises
@@ -490,6 +506,7 @@ def _phase_training_args(config: RecipeConfig, task: Task, phase_dir: Path, phas
         seed=derive_seed(seed, "train", phase),  # data order + augmentation; shared by all arms
         run_name=f"{config.training.run_name}-{phase_dir.parent.name}-{phase_dir.name}",
         push_to_hub=False,  # the recipe's push_to_hub is handled per phase by warmstart_hf.hub, not the Trainer
+        report_to=trainer_report_to(config.training.report_to),  # tensorboard: one run per arm (tracking.py)
         **extra,
     )
 

@@ -295,6 +295,11 @@ class PhaseTrainer(Trainer):
             warmup_steps = self.args.get_warmup_steps(num_training_steps)
             warmup_epochs, offset, gamma = self.warmup_epochs, self.epoch_offset, self.lr_gamma
 
+            # A LambdaLR over a closed-form factor, not torch's SequentialLR(LinearLR, MultiStepLR) or timm's
+            # schedulers: the warm-up starts at LR 0 (LinearLR refuses start_factor 0), milestones and warm-up
+            # are in epochs of fractional steps, a continued schedule starts part-way (epoch_offset may fall
+            # inside the warm-up or past milestones), and the Trainer's warmup_steps multiplies in; the factor
+            # of the step alone also makes a resumed phase's LR exactly the uninterrupted one's.
             def factor(step: int) -> float:
                 epoch = offset + step / steps_per_epoch  # global epoch when the schedule continues
                 ramp = step / max(1, warmup_steps) if step < warmup_steps else 1.0

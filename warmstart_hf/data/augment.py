@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
+from warmstart_hf.config import REGISTERED_NAMES, ConfigError, RecipeConfig, register_recipe_check
 from warmstart_hf.models.normalize import normalize_pixels, unnormalize_pixels
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
@@ -155,6 +155,7 @@ AUGMENTATIONS: dict[str, Callable[..., BatchTransform]] = {
     "flip": lambda **_: random_horizontal_flip,
     "rotate": lambda rotation_degrees=15.0, **_: lambda x: random_rotation(x, rotation_degrees),
 }
+REGISTERED_NAMES["augmentation"] = AUGMENTATIONS  # --help lists them
 
 
 @register_recipe_check

@@ -4,11 +4,12 @@ package ``__init__`` imports them: no module imports its own package."""
 
 from __future__ import annotations
 
-from warmstart_hf.config import ConfigError, RecipeConfig, StrategyArguments, register_recipe_check
+from warmstart_hf.config import REGISTERED_NAMES, ConfigError, RecipeConfig, StrategyArguments, register_recipe_check
 from warmstart_hf.registry import Registry
 from warmstart_hf.strategies.base import Strategy
 
 STRATEGIES: Registry = Registry("strategy")
+REGISTERED_NAMES["strategies"] = STRATEGIES  # --help lists them
 register_strategy = STRATEGIES.register
 
 

@@ -3,12 +3,13 @@ that each of its strategies serves it."""
 
 from __future__ import annotations
 
-from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
+from warmstart_hf.config import REGISTERED_NAMES, ConfigError, RecipeConfig, register_recipe_check
 from warmstart_hf.registry import Registry
 from warmstart_hf.strategies import STRATEGIES
 from warmstart_hf.tasks.base import Task
 
 TASKS: Registry = Registry("task")
+REGISTERED_NAMES["task"] = TASKS  # --help lists them
 register_task = TASKS.register
 
 
