@@ -22,6 +22,7 @@ from warmstart_hf.loop import run_experiment
 from warmstart_hf.models import TimmImageClassifier
 from warmstart_hf.models.export import export_for_hub, load_classifier
 from warmstart_hf.models.mae import PixelViTMAE, fixed_noise
+from warmstart_hf.models.pretrained import load_pretrained
 
 CLASSIFIER = {**TINY, "max_train_examples": 60, "max_test_examples": 30, "num_train_epochs": 1, "diagnostics": False}
 MAE_SHRINK = {"max_train_examples": 150, "max_test_examples": 60, "probe_examples": 20, "num_train_epochs": 1}
@@ -86,6 +87,9 @@ def test_pushed_timm_classifiers_load_with_plain_transformers_and_timm(hub, tmp_
         assert _fields(back.config) == _fields(model.config)
         local, remote_state = model.state_dict(), back.state_dict()
         assert set(local) == set(remote_state) and all(torch.equal(local[k], remote_state[k]) for k in local)
+        weights = load_pretrained(f"hub://{repo}@phase-01")  # a finetune's `pretrained`: backbone, statistics
+        assert (weights.timm_model, weights.image_mean, weights.input_size) == (model_name, model.config.image_mean, 8)
+        assert weights.backbone and all(torch.equal(local[f"timm_model.{k}"], v) for k, v in weights.backbone.items())
 
     plain = _load_plainly(hub, tmp_path, jobs, inputs)
     for name, logits in ours.items():
