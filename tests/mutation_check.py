@@ -654,6 +654,32 @@ TRACKING_MUTATIONS = [
 ]
 MUTATIONS += TRACKING_MUTATIONS
 
+HX = "tests/test_hub_export.py::"
+EXPORT_MUTATIONS = [
+    _m(
+        "export: the pushed statistics are not the model's",
+        "warmstart_hf/models/export.py",
+        '        "mean": list(config["image_mean"]),',
+        '        "mean": [0.5] * channels,',
+        HX + "test_pushed_timm_classifiers_load_with_plain_transformers_and_timm",
+    ),
+    _m(
+        "export: num_classes in model_args (TimmWrapper passes it twice)",
+        "warmstart_hf/models/export.py",
+        '    model_args = {**(config.get("model_kwargs") or {}), "in_chans": channels}',
+        '    model_args = {**(config.get("model_kwargs") or {}), "in_chans": channels, "num_classes": num_classes}',
+        HX + "test_export_keeps_the_run_format_and_round_trips",
+    ),
+    _m(
+        "export: resnet18_cifar pushed without its code",
+        "warmstart_hf/models/export.py",
+        'REMOTE_CODE = {"resnet18_cifar": ("resnet_cifar.py", "timm_remote.py")}',
+        "REMOTE_CODE = {}",
+        HX + "test_export_keeps_the_run_format_and_round_trips",
+    ),
+]
+MUTATIONS += EXPORT_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

@@ -29,7 +29,9 @@ from warmstart_hf.strategies import STRATEGIES
 # 3 phases of 30 digits each at 8 px, one epoch: seconds per phase on 2 CPU cores.
 RECIPE = {**TINY, "max_train_examples": 90, "max_test_examples": 45, "num_train_epochs": 1, "diagnostics": False}
 PHASES = ["phase-00", "phase-01", "phase-02"]
-REPO_FILES = [".gitattributes", "README.md", "config.json", "fig1.png", "model.safetensors"]
+# the model in transformers' TimmWrapper format; resnet18_cifar's code ships with it (trust_remote_code)
+REPO_FILES = [".gitattributes", "README.md", "config.json", "fig1.png", "model.safetensors", "resnet_cifar.py"]
+REPO_FILES += ["timm_remote.py"]
 
 
 def _recipe(tmp_path, **extra) -> dict:
@@ -41,6 +43,11 @@ def _run_script(monkeypatch, name: str, *args: str) -> int:
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(REPO / "scripts" / name), run_name="__main__")
     return exit_info.value.code
+
+
+def _as_pushed(local: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A phase's weights as pushed: timm's plain keys (the normalisation is the image processor's)."""
+    return {k.removeprefix("timm_model."): v for k, v in local.items() if k.startswith("timm_model.")}
 
 
 def _assert_same_weights(local: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
@@ -139,7 +146,7 @@ def test_run_pushes_every_phase_and_each_loads_back_by_revision(hub, tmp_path, c
     api = HfApi()
     from transformers import AutoModelForImageClassification
 
-    import warmstart_hf.models  # noqa: F401 - registers the architecture with the Auto classes
+    import warmstart_hf.models  # noqa: F401 - registers resnet18_cifar with timm (elsewhere: trust_remote_code)
 
     for arm_name in ("warm-seed0", "cold-seed0"):
         repo, arm = f"{base}-{arm_name}", run_dir / arm_name
@@ -151,7 +158,8 @@ def test_run_pushes_every_phase_and_each_loads_back_by_revision(hub, tmp_path, c
             assert sorted(api.list_repo_files(repo, revision=branch)) == REPO_FILES
             model = AutoModelForImageClassification.from_pretrained(repo, revision=branch)
             local_dir = arm / (branch if branch != "main" else "phase-02")
-            _assert_same_weights(load_file(local_dir / "model.safetensors"), model)
+            local = load_file(local_dir / "model.safetensors")
+            _assert_same_weights({k: v for k, v in local.items() if k.startswith("timm_model.")}, model)
     first, last = (load_file(run_dir / "warm-seed0" / p / "model.safetensors") for p in ("phase-00", "phase-02"))
     assert any(not torch.equal(first[k], last[k]) for k in first)  # phases really differ
 
@@ -248,9 +256,9 @@ def test_failed_pushes_do_not_stop_training_and_the_script_pushes_exactly_the_re
     assert hub.server.repo(repo).branches["phase-00"] == pushed_phase_00  # not pushed again
     api = HfApi()
     for branch in ("phase-02", "main"):
-        local = load_file(arm / "phase-02" / "model.safetensors")
+        local = _as_pushed(load_file(arm / "phase-02" / "model.safetensors"))
         remote = load_file(hf_hub_download(repo, "model.safetensors", revision=branch))
-        assert all(torch.equal(local[k], remote[k]) for k in local)
+        assert set(local) == set(remote) and all(torch.equal(local[k], remote[k]) for k in local)
     assert sorted(api.list_repo_files(repo, revision="phase-01")) == REPO_FILES
     # nothing left: a second call sends no request at all
     requests_before = len(hub.server.log)

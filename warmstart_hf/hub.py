@@ -4,7 +4,8 @@ An arm ``<strategy>-seed<seed>`` of a run with ``hub_model_id: <user>/<name>`` g
 ``<user>/<name>-<strategy>-seed<seed>`` (:func:`arm_repo_id`)::
 
     branch phase-00, phase-01, ...  that phase's final model: model.safetensors, config.json,
-                                    README.md (the model card as of that phase) and fig1.png
+                                    README.md (the model card as of that phase) and fig1.png;
+                                    the model in plain transformers / timm format (models/export.py)
     main                            the latest finished phase, same files
 
 A branch per phase makes any phase loadable in one line without the run directory
@@ -165,12 +166,12 @@ def validate_hub_settings(config: RecipeConfig) -> None:
 def load_init_from(value: str, expected: TimmClassifierConfig) -> TimmImageClassifier:
     """The model ``init_from`` names (Hub revision or local phase dir), safetensors only, checked to
     have the architecture and label count this run builds."""
-    from warmstart_hf.models import TimmImageClassifier
+    from warmstart_hf.models.export import load_classifier
 
     source, revision = parse_init_from(value)
-    try:
-        model = TimmImageClassifier.from_pretrained(source, revision=revision, use_safetensors=True)
-    except (OSError, HfHubHTTPError, ValueError) as err:
+    try:  # a pushed phase is in TimmWrapper format (older pushes and local phases: the package's own)
+        model = load_classifier(source, revision)
+    except (OSError, HfHubHTTPError, ValueError, KeyError, RuntimeError) as err:
         raise ConfigError(
             f"Recipe field `init_from` has value {value!r}, which could not be loaded ({_describe(err)}). "
             "Fix: check the repo id and revision (branches phase-00, phase-01, ...) and your access to it."
@@ -367,7 +368,7 @@ def _push_folder(api, arm_dir: Path, repo_id: str, shown: list[dict], folder: Pa
         figure = Path(tmp) / "fig1.png"
         _plot_phases({arm_dir.name: shown}, figure)
         card = render_card(arm_dir, shown, repo_id, branch=None if revision == "main" else revision, note=note)
-        files: dict[str, Path | bytes] = {name: folder / name for name in MODEL_FILES}
+        files: dict[str, Path | bytes] = _hub_model_files(folder, Path(tmp) / "model")
         files.update({"README.md": str(card).encode(), "fig1.png": figure.read_bytes()})
 
         def commit() -> str:
@@ -378,6 +379,14 @@ def _push_folder(api, arm_dir: Path, repo_id: str, shown: list[dict], folder: Pa
             return api.create_commit(repo_id, operations=operations, revision=revision, commit_message=message).oid
 
         return _with_retries(commit, f"push {arm_dir.name} {phase_branch(phase)} to {repo_id}@{revision}", retry)
+
+
+def _hub_model_files(folder: Path, out_dir: Path) -> dict[str, Path]:
+    """The model files to push: plain transformers / timm format (``models/export.py``), so a phase loads
+    without this package; the run directory keeps the package's format."""
+    from warmstart_hf.models.export import export_for_hub
+
+    return export_for_hub(folder, out_dir)
 
 
 def _plot_phases(arms: dict[str, list[dict[str, Any]]], path: Path) -> None:

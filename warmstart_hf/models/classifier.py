@@ -5,6 +5,10 @@
 built from a config (REFERENCES 7), which changes what "cold start" means; this wrapper keeps
 timm's own initialization (``_init_weights`` does nothing) and takes uint8 or float images,
 normalizing them on the device with the recorded per-channel statistics.
+
+Loading this format needs this package imported (its model type is registered here), so a phase
+pushed to the Hub is converted to ``TimmWrapper``'s format, with the statistics in the image
+processor's ``pretrained_cfg`` (``models/export.py``); ``export.load_classifier`` reads either back.
 """
 
 from __future__ import annotations
