@@ -177,7 +177,7 @@ def main_sweep(argv: list[str] | None = None) -> int:
             return 0
         _quiet_library_progress_bars()
         directory = sweeps.run_sweep(grid)
-        print(f"Sweep directory: {directory}\nReport: python scripts/report.py {directory}")
+        print(f"Sweep directory: {directory}\nReport: warmstart-report {directory}")
         return 0
 
     return _guarded(sweep)
