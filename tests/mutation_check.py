@@ -680,6 +680,40 @@ EXPORT_MUTATIONS = [
 ]
 MUTATIONS += EXPORT_MUTATIONS
 
+# Installed like a library: bundled recipe names, the wheel's contents, a failed push that says so.
+PACKAGING = T + "test_packaging.py::"
+PACKAGING_MUTATIONS = [
+    _m(
+        "packaging: a failed push exits 0",
+        "warmstart_hf/cli.py",
+        "    return 1 if problems else 0",
+        "    return 0",
+        PACKAGING + "test_a_failed_push_fails_the_training_command_and_push_finishes_it",
+    ),
+    _m(
+        "packaging: a push that fails off the Hub leaves no hub.json",
+        "warmstart_hf/hub.py",
+        "        _write_state(arm_dir, state, records)  # whatever failed, hub.json says what is pending and why",
+        "        pass",
+        PACKAGING + "test_a_failed_push_fails_the_training_command_and_push_finishes_it",
+    ),
+    _m(
+        "packaging: names are not looked up in the bundled recipes",
+        "warmstart_hf/bundled_recipes.py",
+        "    directory = recipes_dir()\n    if directory is None or path.is_absolute():",
+        "    directory = None\n    if directory is None or path.is_absolute():",
+        PACKAGING + "test_bundled_names_resolve_from_any_directory",
+    ),
+    _m(
+        "packaging: the wheel ships no recipes",
+        "setup.py",
+        "        if self.editable_mode:\n            return\n        for target",
+        "        return\n        for target",
+        PACKAGING + "test_the_wheel_trains_a_bundled_recipe_pushes_and_reloads_outside_the_checkout",
+    ),
+]
+MUTATIONS += PACKAGING_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

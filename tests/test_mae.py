@@ -123,7 +123,7 @@ def test_alignment_picks_the_nearest_snapshot_and_flags_an_impossible_phase():
 
 
 @pytest.mark.slow
-def test_pretrain_align_probe_end_to_end(tmp_path):
+def test_pretrain_align_probe_end_to_end(tmp_path, capsys):
     from warmstart_hf.downstream import evaluate_run
 
     recipe = _recipe(tmp_path, "demo_pretrain_mnist.yaml", num_phases=2, probe_every_steps=2)
@@ -163,7 +163,12 @@ def test_pretrain_align_probe_end_to_end(tmp_path):
     for name in ("demo_probe_digits.yaml", "demo_finetune_digits.yaml"):
         files.append(tmp_path / name.removeprefix("demo_").replace("_digits", ""))
         files[-1].write_text(yaml.safe_dump(_recipe(tmp_path, name, num_train_epochs=2)))
+    capsys.readouterr()
     out = evaluate_run(run_dir, [str(f) for f in files])
+    console = capsys.readouterr().out  # each evaluation names its checkpoint, not the probe's own "warm" arm
+    cold_end = run_dir / "cold-seed0" / "phase-01"
+    assert f"probe: evaluating arm cold, seed 0, phase 1, end_of_phase checkpoint {cold_end}" in console
+    assert "arms ['warm']" not in console
     lines = (out / "downstream.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 2 * 2 * 2 and (out / "fig5.png").exists()  # recipes x phases x arms x kinds
     table = (out / "downstream.md").read_text()

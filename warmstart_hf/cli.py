@@ -1,4 +1,7 @@
-"""Entry points of the scripts: parse arguments, call the library, map bad input to exit status 2."""
+"""Entry points of the scripts: parse arguments, call the library, map bad input to exit status 2.
+
+Each ``main_*`` is also a console script (pyproject's ``[project.scripts]``: ``warmstart-train`` and
+the others), called without arguments: ``argv`` None means ``sys.argv[1:]``, as argparse reads it."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from warmstart_hf import bundled_recipes
 from warmstart_hf.config import ConfigError, parse_config
 
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # and EACCES on a directory that cannot be written
@@ -77,7 +81,11 @@ def _is_write_failure(err: OSError) -> bool:
 HELP_FLAGS = ("-h", "--help", "--help-all")
 
 
-def main_train(argv: list[str]) -> int:
+def main_train(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [bundled_recipes.LIST_OPTION]:
+        print(bundled_recipes.listing())
+        return 0
     if not argv or any(flag in argv for flag in HELP_FLAGS):
         from warmstart_hf.config import build_parser
 
@@ -93,13 +101,30 @@ def main_train(argv: list[str]) -> int:
 
         config = parse_config(argv)
         _quiet_library_progress_bars()
-        print(f"Run directory: {run_experiment(config)}")
-        return 0
+        run_dir = run_experiment(config)
+        print(f"Run directory: {run_dir}")
+        if not config.training.push_to_hub or config.training.process_index != 0:
+            return 0
+        # training goes on past a failed push; the command says so at the end, with its status
+        return _report_unpushed(run_dir, f"then push what is pending with: warmstart-push {run_dir}")
 
     return _guarded(train)
 
 
-def main_benchmark(argv: list[str]) -> int:
+def _report_unpushed(run_dir: str | Path, then: str) -> int:
+    """1, with each arm's problem and the fix, if a phase (or aligned checkpoint) of the run is not on
+    the Hub (hub.json lists what is pending and why); else 0."""
+    from warmstart_hf.hub import unpushed
+
+    problems = unpushed(run_dir)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"Fix: check the network, the token (HF_TOKEN) and write access to the repos, {then}.", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def main_benchmark(argv: list[str] | None = None) -> int:
     """``benchmark.py RECIPE [--device cpu|cuda] [--pairs N] [--min_seconds S] [--plain_compile MODE]
     [--field value ...]``: prints a table and one JSON line (warmstart_hf/benchmark.py)."""
     import argparse
@@ -133,7 +158,7 @@ def main_benchmark(argv: list[str]) -> int:
     return _guarded(benchmark)
 
 
-def main_sweep(argv: list[str]) -> int:
+def main_sweep(argv: list[str] | None = None) -> int:
     """``sweep.py GRID.yaml [--commands] [--launcher CMD] [--dry-run]``."""
     import argparse
 
@@ -161,13 +186,13 @@ def main_sweep(argv: list[str]) -> int:
             return 0
         _quiet_library_progress_bars()
         directory = sweeps.run_sweep(grid)
-        print(f"Sweep directory: {directory}\nReport: python scripts/report.py {directory}")
+        print(f"Sweep directory: {directory}\nReport: warmstart-report {directory}")
         return 0
 
     return _guarded(sweep)
 
 
-def main_report(argv: list[str]) -> int:
+def main_report(argv: list[str] | None = None) -> int:
     """``report.py RUN_DIR [RUN_DIR ...] [--out DIR] [--margin POINTS]``."""
     import argparse
 
@@ -188,7 +213,7 @@ def main_report(argv: list[str]) -> int:
     return 0
 
 
-def main_evaluate_pretraining(argv: list[str]) -> int:
+def main_evaluate_pretraining(argv: list[str] | None = None) -> int:
     """``evaluate_pretraining.py RUN_DIR RECIPE [RECIPE ...]`` (warmstart_hf/downstream.py)."""
     import argparse
 
@@ -209,7 +234,7 @@ def main_evaluate_pretraining(argv: list[str]) -> int:
     return _guarded(evaluate)
 
 
-def main_push(argv: list[str]) -> int:
+def main_push(argv: list[str] | None = None) -> int:
     """scripts/push_to_hub.py: push the phases of a run that are not on the Hub yet (hub.json)."""
     import argparse
 
@@ -235,12 +260,10 @@ def main_push(argv: list[str]) -> int:
         pending = ", ".join(f"phase-{p:02d}" for p in state["pending"]) or "none"
         main = state["main"]["phase"] if state["main"] else "-"
         print(f"{arm}: {state['repo_id']} branches {len(state['branches'])}, main = phase {main}, pending: {pending}")
-        if state.get("last_error"):
-            print(f"  last error: {state['last_error']}")
-    return 0 if all(not s["pending"] and not s.get("last_error") for s in states.values()) else 1
+    return _report_unpushed(args.run_dir, "then rerun this command")
 
 
-def main_leaderboard(argv: list[str]) -> int:
+def main_leaderboard(argv: list[str] | None = None) -> int:
     """scripts/leaderboard.py: collect results, push the results dataset, write the tables."""
     import argparse
 

@@ -23,6 +23,8 @@ from typing import Any, Literal
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from warmstart_hf.bundled_recipes import find_recipe, unknown_recipe_message
+
 
 class ConfigError(ValueError):
     """A recipe or command-line value that cannot run. Scripts print it and exit with status 2."""
@@ -801,9 +803,11 @@ def _split_commas(argv: list[str], actions: dict[str, Any]) -> list[str]:
 
 
 def load_recipe_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Recipe file {str(path)!r} does not exist. Fix: pass the path of a YAML recipe.")
+    """A recipe or grid file: a path, or the name of a bundled recipe (``digits``; warmstart_hf/bundled_recipes.py)."""
+    found = find_recipe(path)
+    if found is None:
+        raise ConfigError(unknown_recipe_message(path))
+    path = found
     try:
         recipe = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

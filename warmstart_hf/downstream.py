@@ -14,6 +14,8 @@ linear probe's record says whether its training loss plateaued; probes that did 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -75,12 +77,25 @@ def evaluate_run(run_dir: str | Path, recipes: list[str], margin: float = GAP_MA
 
 
 def _evaluate(recipe: dict, stem: str, point: dict, out: Path) -> dict[str, Any]:
-    """One downstream run on one checkpoint (resumable like any run); its outcome."""
+    """One downstream run on one checkpoint (resumable like any run); its outcome. The run's own
+    console header and table name the probe's single training schedule (strategy ``warm``, one phase),
+    not the checkpoint's arm, so they are kept out of the console: a line before and after says which
+    arm, seed, phase and checkpoint is evaluated, and the result."""
     from warmstart_hf.loop import run_experiment
 
     name = f"{stem}/{point['arm']}-seed{point['seed']}-phase{point['phase']:02d}-{point['kind']}"
     overrides = {"pretrained": point["path"], "output_dir": str(out), "run_name": name, "seed": point["seed"]}
-    return outcome(run_experiment(parse_config(recipe={**recipe, **overrides})))
+    print(f"{stem}: evaluating {describe_checkpoint(point)}", flush=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = outcome(run_experiment(parse_config(recipe={**recipe, **overrides})))
+    print(f"{stem}: {describe_checkpoint(point)}: top-1 {100 * result['test_accuracy']:.2f}% ({out / name})")
+    return result
+
+
+def describe_checkpoint(point: dict[str, Any]) -> str:
+    """E.g. ``arm cold, seed 0, phase 2, end_of_phase checkpoint runs/mae_demo/cold-seed0/phase-02``."""
+    where = f"arm {point['arm']}, seed {point['seed']}, phase {point['phase']}"
+    return f"{where}, {point['kind']} checkpoint {point['path']}"
 
 
 def outcome(result_dir: Path) -> dict[str, Any]:

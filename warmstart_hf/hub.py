@@ -15,8 +15,9 @@ called by the loop on the main process), so a long run is visible while it train
 
 A push that fails on a network error, a timeout or a 5xx answer is retried with exponential backoff
 (:data:`RETRY`). If it still fails, training goes on: the checkpoint stays in the run directory and
-``hub.json`` in the arm directory records what is on the Hub, so the next phase's push, or
-``scripts/push_to_hub.py RUN_DIR`` later, pushes exactly the phases that are not there yet.
+``hub.json`` in the arm directory records what is on the Hub and the error, so the next phase's push,
+or ``warmstart-push RUN_DIR`` (``scripts/push_to_hub.py``) later, pushes exactly the phases that are
+not there yet; the training command then exits with status 1 and says so (:func:`unpushed`).
 
 Only safetensors weights, config.json, the card and its figure are uploaded (never a pickle), and
 loading reads safetensors only. Tokens are resolved by huggingface_hub (``HF_TOKEN``, ``hf auth
@@ -39,19 +40,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
+from httpx2 import TransportError  # huggingface_hub >= 2 talks through httpx2 (declared in pyproject)
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.repocard_data import EvalResult
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from warmstart_hf.bundled_recipes import shipped_dir
 from warmstart_hf.config import ConfigError, register_recipe_check
 from warmstart_hf.io import atomic_write_json, read_jsonl
 from warmstart_hf.report.alignment import DIRECTIONS, chosen_phase
-
-try:  # huggingface_hub >= 2 talks through httpx2, 1.x through httpx
-    from httpx2 import TransportError
-except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
-    from httpx import TransportError
 
 if TYPE_CHECKING:
     from warmstart_hf.config import RecipeConfig
@@ -61,7 +59,8 @@ logger = logging.getLogger(__name__)
 
 HUB_STATE_FILE = "hub.json"
 MODEL_FILES = ("model.safetensors", "config.json")
-CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "phase_model.md"
+# model_cards/ at the top of a checkout; inside the package once installed from a wheel (setup.py)
+CARD_TEMPLATE = (shipped_dir("model_cards") or Path(__file__).resolve().parent / "model_cards") / "phase_model.md"
 HUB_SCHEME = "hub://"
 _HUB_URI = re.compile(r"hub://(?P<repo>[^@\s]+)(?:@(?P<revision>[^@\s]+))?")
 # Fields a loaded init_from model must share with the model this run builds.
@@ -151,7 +150,7 @@ def validate_hub_settings(config: RecipeConfig) -> None:
     if constants.is_offline_mode():
         raise ConfigError(
             "Recipe field `push_to_hub` is true but HF_HUB_OFFLINE is set. Fix: unset HF_HUB_OFFLINE, or set "
-            "`push_to_hub: false` and push later with scripts/push_to_hub.py RUN_DIR."
+            "`push_to_hub: false` and push later with warmstart-push RUN_DIR."
         )
     if not (tr.hub_token or get_token()):
         raise ConfigError(
@@ -193,6 +192,11 @@ def load_init_from(value: str, expected: TimmClassifierConfig) -> TimmImageClass
 # --- pushing ------------------------------------------------------------------------------------
 
 
+# Why not huggingface_hub.utils.http_backoff: it retries one HTTP request, while a push is a whole
+# HfApi operation (create_commit: preupload, LFS batch and uploads, then the commit request), sent by
+# HfApi through its own session with no hook for a retrying request function. So the operation is
+# retried as a unit here: a commit lands whole or not at all, so a retry never leaves half a phase.
+# The delays are injectable (``sleep``): the tests record them instead of sleeping.
 @dataclass
 class RetryPolicy:
     """Exponential backoff for transient Hub errors: ``attempts`` tries, waiting base, 2 base, ... between."""
@@ -308,12 +312,13 @@ def push_arm(
             state["main"] = {"phase": last, "commit": commit}
         state["last_error"] = None
     except Exception as err:
-        if not _is_hub_error(err):
-            raise
         state["last_error"] = _describe(err)
+        _write_state(arm_dir, state, records)  # whatever failed, hub.json says what is pending and why
+        if not _is_hub_error(err):
+            raise  # not the Hub: a bug or a broken install, with its traceback
         logger.warning(
             "Could not push %s to %s: %s. Training goes on; the phases not yet pushed are listed in %s. "
-            "Push them later with: python scripts/push_to_hub.py %s",
+            "Push them later with: warmstart-push %s",
             arm_dir.name,
             repo_id,
             state["last_error"],
@@ -324,11 +329,30 @@ def push_arm(
     return state
 
 
+def unpushed(run_dir: str | Path) -> list[str]:
+    """One line per arm of the run that is not all on the Hub, from its hub.json: the phases pending,
+    the last error, a failed push of the aligned checkpoints, or no record at all. Empty: all pushed."""
+    problems = []
+    for arm in sorted(p.parent for p in Path(run_dir).glob("*/results.jsonl")):
+        state = read_hub_state(arm)
+        if state is None:
+            problems.append(f"{arm.name}: not pushed (no {HUB_STATE_FILE})")
+            continue
+        pending = ", ".join(phase_branch(p) for p in state["pending"])
+        if pending or state.get("last_error"):
+            error = f" (last error: {state['last_error']})" if state.get("last_error") else ""
+            problems.append(f"{arm.name}: not on the Hub: {pending or 'main'}{error}; see {arm / HUB_STATE_FILE}")
+        if state.get("aligned_error"):
+            problems.append(f"{arm.name}: the loss-aligned checkpoints were not pushed ({state['aligned_error']})")
+    return problems
+
+
 def push_run(
     run_dir: str | Path, hub_model_id: str | None = None, *, private: bool | None = None, token: str | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Push every arm of a finished (or interrupted) run: what ``scripts/push_to_hub.py`` runs.
-    ``hub_model_id`` defaults to the one in the run's config.yaml; returns each arm's hub.json record."""
+    """Push every arm of a finished (or interrupted) run, and a pretraining run's loss-aligned
+    checkpoints: what ``warmstart-push`` (``scripts/push_to_hub.py``) runs. ``hub_model_id`` defaults
+    to the one in the run's config.yaml; returns each arm's hub.json record."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -343,7 +367,10 @@ def push_run(
     check_repo_id("hub_model_id", hub_model_id, "pass --repo-id <user>/<name>.")
     private = private if private is not None else training.get("hub_private_repo")
     arms = sorted(p.parent for p in run_dir.glob("*/results.jsonl"))
-    return {arm.name: push_arm(arm, arm_repo_id(hub_model_id, arm.name), token=token, private=private) for arm in arms}
+    for arm in arms:
+        push_arm(arm, arm_repo_id(hub_model_id, arm.name), token=token, private=private)
+    push_aligned_run(run_dir, hub_model_id, token)
+    return {arm.name: read_hub_state(arm) for arm in arms}
 
 
 def _push_phase(
@@ -405,16 +432,29 @@ def push_aligned_checkpoints(config: RecipeConfig, run_dir: Path) -> None:
     says it is the nearest checkpoint, not an aligned pair. Recorded in the arm's hub.json under
     ``aligned`` (commits), ``aligned_notes`` and ``aligned_phases`` (the chosen phase); never raises."""
     tr = config.training
-    if not tr.push_to_hub or not (run_dir / "alignment.json").exists():
+    if tr.push_to_hub:
+        push_aligned_run(run_dir, tr.hub_model_id, tr.hub_token)
+
+
+def push_aligned_run(run_dir: Path, hub_model_id: str, token: str | None = None) -> None:
+    """The aligned snapshots of a run with ``alignment.json`` not yet on the Hub (none: nothing to do).
+    Never raises: a failure is logged and kept as ``aligned_error`` in the arm's hub.json, which
+    :func:`unpushed` reports."""
+    if not (run_dir / "alignment.json").exists():
         return
     alignment = json.loads((run_dir / "alignment.json").read_text())
     moving = DIRECTIONS[alignment["direction"]][0]
     for seed, aligned in alignment["seeds"].items():
         arm_dir = run_dir / f"{moving}-seed{seed}"
+        repo_id, error = arm_repo_id(hub_model_id, arm_dir.name), None
         try:
-            _push_aligned_arm(arm_dir, arm_repo_id(tr.hub_model_id, arm_dir.name), aligned["phases"], tr.hub_token)
-        except Exception:
-            logger.exception("pushing the aligned checkpoints of %s failed; push them with push_to_hub.py", arm_dir)
+            _push_aligned_arm(arm_dir, repo_id, aligned["phases"], token)
+        except Exception as err:
+            error = _describe(err)
+            logger.exception("pushing the aligned checkpoints of %s failed (warmstart-push %s)", arm_dir, run_dir)
+        state = read_hub_state(arm_dir) or {"repo_id": repo_id, "branches": {}, "main": None, "last_error": None}
+        state["aligned_error"] = error
+        _write_state(arm_dir, state, read_jsonl(arm_dir / "results.jsonl"))
 
 
 def push_downstream_cards(run_dir: Path, rows: list[dict[str, Any]], token: str | None = None) -> None:
@@ -584,7 +624,7 @@ def render_card(
     note: str = "",
     downstream: str = "",
 ) -> ModelCard:
-    """The model card of the arm at the end of ``records[-1]`` (template ``model_cards/phase_model.md``)."""
+    """The model card of the arm at the end of ``records[-1]`` (template: :data:`CARD_TEMPLATE`)."""
     arm_dir = Path(arm_dir)
     run_config = yaml.safe_load((arm_dir.parent / "config.yaml").read_text())
     split = json.loads((arm_dir / "split.json").read_text())
