@@ -22,7 +22,7 @@ from warmstart_hf.cli import main_push, main_train
 from warmstart_hf.config import ConfigError, load_recipe_file, parse_config
 
 # What the wheel is built from (as in the sdist: pyproject, the build hook, the package, recipes/).
-SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "warmstart_hf", "recipes")
+SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "warmstart_hf", "recipes", "model_cards")
 SHRUNK = ["--num_phases", "2", "--num_train_epochs", "1", "--max_train_examples", "120", "--max_test_examples", "45"]
 SHRUNK += ["--image_size", "8", "--model_width", "0.125", "--crop_padding", "1", "--strategies", "warm"]
 
@@ -147,12 +147,11 @@ def test_the_wheel_trains_a_bundled_recipe_pushes_and_reloads_outside_the_checko
     assert state["main"]["phase"] == 1
 
     from huggingface_hub import hf_hub_download
-    from transformers import AutoModelForImageClassification
 
-    import warmstart_hf.models  # noqa: F401 - registers the architecture with the Auto classes
+    from warmstart_hf.models.export import load_classifier
 
     repo = f"{base}-warm-seed0"
-    model = AutoModelForImageClassification.from_pretrained(repo, revision="phase-00")
+    model = load_classifier(repo, revision="phase-00")  # the pushed plain format, read back into the package's model
     local = load_file(arm / "phase-00" / "model.safetensors")
     remote = model.state_dict()
     assert set(local) == set(remote) and all(torch.equal(local[k], remote[k]) for k in local)
