@@ -1,17 +1,18 @@
-"""One writer per arm directory: an exclusive ``flock`` held while a process runs the arm.
+"""One writer per arm directory: an exclusive lock on ``<arm>/.lock`` held while a process runs the arm.
 
 Two terminals on the same run, or a Slurm array that lists an arm twice, would otherwise interleave
 writes to one arm. The choice here is to refuse, not to wait: the second process exits with status 2,
 naming the directory and the process that holds it. Arms are locked, not the whole run directory, so
-the one-arm-per-job commands of ``scripts/sweep.py --commands`` still run side by side. The kernel
-drops a ``flock`` when its process dies, so a lock left by a killed run never blocks the rerun (the
-file stays, only as a note of who held it last). Only the main process locks; the other ranks of a
-multi-process run follow it. ``flock`` needs a local or lock-aware shared file system.
+the one-arm-per-job commands of ``scripts/sweep.py --commands`` still run side by side. The lock is
+``filelock``'s ``flock``: the kernel drops it when its process dies, so a lock left by a killed run
+never blocks the rerun; the file stays, only as a note of who held it last. Only the main process
+locks; the other ranks of a multi-process run follow it. ``flock`` needs a local or lock-aware shared
+file system (the note-writing callback turns filelock's soft-lock fallback off: a marker file that a
+killed run leaves would block its rerun).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch.distributed as dist
+from filelock import FileLock, Timeout
 
 from warmstart_hf.config import ConfigError
 
@@ -30,31 +32,38 @@ class ArmBusy(ConfigError):
     """Another live process is running this arm (exit status 2)."""
 
 
+def _write_holder_note(fd: int) -> None:
+    """Who holds the lock, for the message a refused process prints (called with the lock held)."""
+    note = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(note).encode(), 0)
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "another process"
+    except OSError:  # released (and removed) since
+        return "another process"
+
+
 @contextmanager
 def arm_lock(arm_dir: str | Path):
     """Hold the arm's lock for the duration of the block, or raise :class:`ArmBusy` at once."""
     arm_dir = Path(arm_dir)
     arm_dir.mkdir(parents=True, exist_ok=True)
     path = arm_dir / LOCK_FILE
-    handle = path.open("a+")
+    lock = FileLock(path, blocking=False, on_acquired=_write_holder_note)
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ArmBusy(
-                f"Arm directory {str(arm_dir)!r} is being written by {holder}. Fix: wait for that run to end (or "
-                "stop it) and rerun this command; it resumes where that one stopped."
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        note = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        handle.write(json.dumps(note))
-        handle.flush()
+        lock.acquire()
+    except Timeout:
+        raise ArmBusy(
+            f"Arm directory {str(arm_dir)!r} is being written by {_holder(path)}. Fix: wait for that run to end (or "
+            "stop it) and rerun this command; it resumes where that one stopped."
+        ) from None
+    try:
         yield
     finally:
-        handle.close()  # closing releases the lock
+        lock.release()
 
 
 @contextmanager
