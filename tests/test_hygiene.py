@@ -206,7 +206,8 @@ def test_the_exclusion_list_names_only_existing_fields():
 
 def test_a_directory_of_the_previous_release_is_checked_against_its_saved_recipe(tmp_path, tiny_recipe):
     """Its fingerprint lacks the fields added since; the resolved recipe saved beside it has them."""
-    config = parse_config(recipe=tiny_recipe)
+    recipe = {**tiny_recipe, "label_smoothing_factor": 0.1}  # not the default: the saved recipe must be read
+    config = parse_config(recipe=recipe)
     fingerprint = config.experiment_fingerprint()
     training = {k: fingerprint["training"][k] for k in ("world_size", *PREVIOUS_TRAINING_FIELDS)}
     saved = {"fingerprint": {**fingerprint, "training": training}, **config.to_dict()}
@@ -215,9 +216,9 @@ def test_a_directory_of_the_previous_release_is_checked_against_its_saved_recipe
     (config.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     before = _snapshot(config.run_dir)
     _check_run_dir(config)  # the same settings: accepted
-    _check_run_dir(parse_config(recipe={**tiny_recipe, "save_steps": 7, "strategies": ["cold"], "seed": 3}))
-    with pytest.raises(ConfigError, match=r"training\.label_smoothing_factor: 0\.0 -> 0\.1.*Fix"):
-        run_experiment(parse_config(recipe={**tiny_recipe, "label_smoothing_factor": 0.1}))
+    _check_run_dir(parse_config(recipe={**recipe, "save_steps": 7, "strategies": ["cold"], "seed": 3}))
+    with pytest.raises(ConfigError, match=r"training\.label_smoothing_factor: 0\.1 -> 0\.2.*Fix"):
+        run_experiment(parse_config(recipe={**recipe, "label_smoothing_factor": 0.2}))
     with pytest.raises(ConfigError, match=r"training\.dataloader_in_order: True -> False"):  # vs. its default
-        run_experiment(parse_config(recipe={**tiny_recipe, "dataloader_in_order": False}))
+        run_experiment(parse_config(recipe={**recipe, "dataloader_in_order": False}))
     assert _snapshot(config.run_dir) == before
