@@ -644,6 +644,13 @@ HYGIENE_MUTATIONS = [
         "    lock = FileLock(path, blocking=False)",
         H + "test_a_second_holder_of_an_arm_is_refused_with_the_holder_named",
     ),
+    _m(
+        "hygiene: a command refused for a busy arm keeps the arm directories it created",
+        "warmstart_hf/run_lock.py",
+        "        for arm_dir in (d for d in locked if d in new_dirs):",
+        "        for arm_dir in ():",
+        H + "test_a_command_refused_for_a_busy_arm_leaves_no_new_arm_behind",
+    ),
 ]
 MUTATIONS += HYGIENE_MUTATIONS
 

@@ -30,7 +30,7 @@ from warmstart_hf.config import (
     parse_config,
 )
 from warmstart_hf.loop import _check_run_dir, run_experiment
-from warmstart_hf.run_lock import ArmBusy, arm_lock
+from warmstart_hf.run_lock import ArmBusy, arm_lock, locked_arms
 
 SECTIONS = {
     "data": DataArguments,
@@ -144,6 +144,18 @@ def test_a_second_holder_of_an_arm_is_refused_with_the_holder_named(tmp_path):
         pass
     with arm_lock(arm):  # released when the block ends
         pass
+
+
+def test_a_command_refused_for_a_busy_arm_leaves_no_new_arm_behind(tmp_path):
+    existing, new, busy = (tmp_path / f"{name}-seed0" for name in ("warm", "cold", "dash"))
+    existing.mkdir()
+    with arm_lock(busy):  # another command runs this arm
+        with pytest.raises(ArmBusy, match="dash-seed0"), locked_arms([existing, new, busy]):
+            pass
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["dash-seed0", "warm-seed0"]  # cold-seed0: gone
+        assert list(existing.iterdir()) == []  # and no lock file left in the arm that was there
+    with locked_arms([existing, new, busy]):  # once free, every arm is taken
+        assert new.is_dir()
 
 
 def _changed(value):

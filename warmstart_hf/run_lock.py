@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import torch.distributed as dist
@@ -66,6 +66,30 @@ def arm_lock(arm_dir: str | Path):
         lock.release()
 
 
+def _lock_all(arm_dirs: list[Path], stack: ExitStack) -> str | None:
+    """Lock every arm on ``stack``, or none and return why: when one is busy, the arm directories and
+    lock files this command created are removed again, so a refused command leaves none behind. Those
+    lock files are unlinked while still held: a process that opened one meanwhile finds it unlinked once
+    it gets the lock, and filelock then refuses it instead of granting a lock on a file that is gone."""
+    new_dirs = {Path(d) for d in arm_dirs if not Path(d).exists()}
+    new_locks = {Path(d) / LOCK_FILE for d in arm_dirs if not (Path(d) / LOCK_FILE).exists()}
+    locked: list[Path] = []
+    try:
+        for arm_dir in arm_dirs:
+            stack.enter_context(arm_lock(arm_dir))
+            locked.append(Path(arm_dir))
+    except ArmBusy as busy:
+        for arm_dir in locked:
+            if arm_dir / LOCK_FILE in new_locks:
+                (arm_dir / LOCK_FILE).unlink(missing_ok=True)
+        stack.close()
+        for arm_dir in (d for d in locked if d in new_dirs):
+            with suppress(OSError):  # not empty: someone else's by now
+                arm_dir.rmdir()
+        return str(busy)
+    return None
+
+
 @contextmanager
 def locked_arms(arm_dirs: list[Path], is_main: bool = True):
     """Lock every arm a command will run before it runs any of them (all or none). The main process
@@ -73,11 +97,7 @@ def locked_arms(arm_dirs: list[Path], is_main: bool = True):
     with ExitStack() as stack:
         error = None
         if is_main:
-            try:
-                for arm_dir in arm_dirs:
-                    stack.enter_context(arm_lock(arm_dir))
-            except ArmBusy as busy:
-                error = str(busy)
+            error = _lock_all(arm_dirs, stack)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             shared = [error]
             dist.broadcast_object_list(shared, src=0)
