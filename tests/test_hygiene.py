@@ -77,7 +77,7 @@ def _wrong_modes(root: Path, mask: int) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mask", [0o022, 0o002])
+@pytest.mark.parametrize("mask", [0o022, 0o002], ids=["umask022", "umask002"])
 def test_every_file_and_directory_of_a_run_and_its_reports_has_the_umasks_mode(tmp_path, tiny_recipe, umask, mask):
     from warmstart_hf.report.leaderboard import build_leaderboard
     from warmstart_hf.report.study import write_study_report

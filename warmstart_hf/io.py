@@ -2,8 +2,8 @@
 
 Temporary files and directories are created with the modes an ordinary ``open``/``mkdir`` would give
 them (0666 / 0777 less the umask, and any default ACL), so a run directory is as readable to the
-group or a web server as the user's other files. ``tempfile.mkstemp``/``mkdtemp`` would not do: they
-create 0600 / 0700 whatever the umask, and the name survives ``os.replace``.
+group or a web server as the user's other files. ``tempfile.mkstemp``/``mkdtemp`` would not do (and
+take no mode): they create 0600 / 0700 whatever the umask, and ``os.replace`` keeps that mode.
 """
 
 from __future__ import annotations
