@@ -316,8 +316,8 @@ MUTATIONS = [
     _m(
         "no lock on the arm",
         "warmstart_hf/run_lock.py",
-        "            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)",
-        "            pass",
+        "        lock.acquire()",
+        "        pass",
         T + "test_reliability.py::test_a_second_process_on_a_running_arm_exits_2_and_a_killed_holder_does_not_block",
     ),
     _m(
@@ -713,6 +713,65 @@ PACKAGING_MUTATIONS = [
     ),
 ]
 MUTATIONS += PACKAGING_MUTATIONS
+
+H = T + "test_hygiene.py::"
+HYGIENE_MUTATIONS = [
+    _m(
+        "hygiene: atomic writes' temporaries created 0600 (mkstemp's mode)",
+        "warmstart_hf/io.py",
+        "lambda name: os.open(name, flags, 0o666))",
+        "lambda name: os.open(name, flags, 0o600))",
+        H + "test_every_file_and_directory_of_a_run_and_its_reports_has_the_umasks_mode",
+    ),
+    _m(
+        "hygiene: a phase's safetensors files keep safetensors' 0600",
+        "warmstart_hf/loop.py",
+        '    give_ordinary_modes(phase_dir.glob("*.safetensors"))',
+        "    pass",
+        H + "test_every_file_and_directory_of_a_run_and_its_reports_has_the_umasks_mode",
+    ),
+    Mutation(
+        "hygiene: the settings compared only once the arms are locked",
+        "warmstart_hf/loop.py",
+        (
+            ("    _check_run_dir(config)\n    arms = ", "    arms = "),
+            (
+                "_collector_frozen():\n        _run_arms(",
+                "_collector_frozen():\n        _check_run_dir(config)\n        _run_arms(",
+            ),
+        ),
+        (H + "test_refused_commands_leave_a_finished_run_directory_untouched",),
+    ),
+    _m(
+        "hygiene: the fingerprint holds a fixed list of training fields",
+        "warmstart_hf/config.py",
+        'if f.init and not f.name.startswith("_") and f.name not in FINGERPRINT_EXCLUDED["training"]',
+        'if f.name in ("learning_rate", "optim", "weight_decay", "num_train_epochs")',
+        H + "test_changing_any_field_but_the_excluded_ones_changes_the_fingerprint",
+    ),
+    _m(
+        "hygiene: an older directory's missing fields compared with the defaults, not its saved recipe",
+        "warmstart_hf/loop.py",
+        "            for source in (previous, saved):",
+        "            for source in (previous,):",
+        H + "test_a_directory_of_the_previous_release_is_checked_against_its_saved_recipe",
+    ),
+    _m(
+        "hygiene: the arm lock does not name its holder",
+        "warmstart_hf/run_lock.py",
+        "    lock = FileLock(path, blocking=False, on_acquired=_write_holder_note)",
+        "    lock = FileLock(path, blocking=False)",
+        H + "test_a_second_holder_of_an_arm_is_refused_with_the_holder_named",
+    ),
+    _m(
+        "hygiene: a command refused for a busy arm keeps the arm directories it created",
+        "warmstart_hf/run_lock.py",
+        "        for arm_dir in (d for d in locked if d in new_dirs):",
+        "        for arm_dir in ():",
+        H + "test_a_command_refused_for_a_busy_arm_leaves_no_new_arm_behind",
+    ),
+]
+MUTATIONS += HYGIENE_MUTATIONS
 
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:

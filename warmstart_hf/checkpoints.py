@@ -14,12 +14,11 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from warmstart_hf.io import atomic_write_json
+from warmstart_hf.io import atomic_write_json, give_ordinary_modes, make_staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +32,7 @@ def mark_complete(folder: str | Path, step: int) -> None:
     folder = Path(folder)
     files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
     files.pop(COMPLETE_MARKER, None)
+    give_ordinary_modes(folder / name for name in files)  # safetensors writes its files 0600
     atomic_write_json(folder / COMPLETE_MARKER, {"step": step, "files": files})
 
 
@@ -121,9 +121,10 @@ def save_pretrained_atomic(model, directory: str | Path) -> None:
     absent, never half-written."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    staging = make_staging_dir(directory)  # the umask's mode, like the directory it replaces
     try:
         model.save_pretrained(staging)
+        give_ordinary_modes(staging.glob("*.safetensors"))  # safetensors writes its files 0600
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(staging, directory)

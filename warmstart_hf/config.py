@@ -512,41 +512,86 @@ class RecipeConfig:
         }
 
     def experiment_fingerprint(self) -> dict[str, Any]:
-        """The settings that define the results: a run directory must not mix two of them."""
-        tr = self.training
-        # which arms run, where the data sits, when checkpoints are written and the memory layout change no
-        # result; fused_optimizer stays in: the optimizer state's layout (carried, checkpointed) follows it
-        how = ("strategies", "data_on_device", "save_interval_minutes", "channels_last")
-        incremental = {k: v for k, v in dataclasses.asdict(self.incremental).items() if k not in how}
-        return {
-            "data": dataclasses.asdict(self.data),
-            "model": dataclasses.asdict(self.model),
-            "incremental": incremental,
-            "strategy": dataclasses.asdict(self.strategy),
-            "training": {
-                # the number of processes sets the effective batch (and where a checkpoint resumes)
-                "world_size": tr.world_size,
-                **{k: _plain(getattr(tr, k)) for k in _FINGERPRINT_TRAINING_FIELDS},
-            },
+        """The settings that define the results: a run directory must not mix two of them. Every field of
+        every section, and the number of processes (it sets the effective batch, and where a checkpoint
+        resumes), except those :data:`FINGERPRINT_EXCLUDED` names: a field added to the package or to
+        transformers is in the fingerprint unless it is listed there."""
+        sections = {"data": self.data, "model": self.model, "incremental": self.incremental, "strategy": self.strategy}
+        fingerprint = {
+            name: {k: v for k, v in dataclasses.asdict(obj).items() if k not in FINGERPRINT_EXCLUDED.get(name, ())}
+            for name, obj in sections.items()
         }
+        training = {
+            f.name: _plain(getattr(self.training, f.name))
+            for f in dataclasses.fields(TrainingArguments)
+            if f.init and not f.name.startswith("_") and f.name not in FINGERPRINT_EXCLUDED["training"]
+        }
+        fingerprint["training"] = {"world_size": self.training.world_size, **training}
+        return fingerprint
 
 
-_FINGERPRINT_TRAINING_FIELDS = (
-    "learning_rate",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "optim",
-    "optim_args",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_epsilon",
-    "lr_scheduler_type",
-    "warmup_steps",
-    "max_grad_norm",
-)
+# The fields left out of a run's fingerprint, by section: they cannot change a result (what is trained,
+# on which data, with which numbers), only where, how fast, or what is logged and shared. Resuming a run
+# with one of them changed is allowed; with any other field changed it is refused. The execution choices
+# (`bf16`, `tf32`, `torch_compile`, `channels_last`, `data_on_device`, the loader's workers, the device)
+# change results at most like another machine does (floating-point reordering; on `views: worker` the
+# workers' random streams), not the protocol. `seed` and `strategies` name the arms a run directory holds.
+FINGERPRINT_EXCLUDED: dict[str, tuple[str, ...]] = {
+    "incremental": ("strategies", "data_on_device", "save_interval_minutes", "channels_last"),
+    "training": (
+        # the arm and where it is written
+        "seed",
+        "output_dir",
+        "run_name",
+        "resume_from_checkpoint",  # the loop resumes from the arm's own checkpoints
+        "local_rank",  # differs between the processes of one run
+        # logging, progress and trackers
+        "logging_strategy",
+        "logging_steps",
+        "logging_first_step",
+        "logging_nan_inf_filter",
+        "log_on_each_node",
+        "log_level",
+        "log_level_replica",
+        "disable_tqdm",
+        "skip_memory_metrics",
+        "include_num_input_tokens_seen",
+        "report_to",
+        "project",
+        "trackio_space_id",
+        "trackio_bucket_id",
+        "trackio_static_space_id",
+        # checkpoint cadence (a resumed phase equals an uninterrupted one)
+        "save_strategy",
+        "save_steps",
+        "save_total_limit",
+        "save_on_each_node",
+        "enable_jit_checkpoint",
+        # the Hub (warmstart_hf.hub pushes finished phases; the Trainer never pushes)
+        "push_to_hub",
+        "hub_token",
+        "hub_private_repo",
+        "hub_model_id",
+        "hub_strategy",
+        "hub_always_push",
+        "hub_revision",
+        # execution: where and how fast the same computation runs
+        "use_cpu",
+        "bf16",
+        "tf32",
+        "torch_compile",
+        "torch_compile_backend",
+        "torch_compile_mode",
+        "torch_empty_cache_steps",
+        "dataloader_num_workers",
+        "dataloader_pin_memory",
+        "dataloader_persistent_workers",
+        "dataloader_prefetch_factor",
+        "dataloader_multiprocessing_context",
+        "ddp_backend",
+        "ddp_timeout",
+    ),
+}
 
 
 def _plain(value: Any) -> Any:

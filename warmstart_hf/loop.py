@@ -47,6 +47,7 @@ from warmstart_hf.checkpoints import (
     remove_stale_temporaries,
 )
 from warmstart_hf.config import (
+    TRAINING_DEFAULTS,
     ConfigError,
     DataArguments,
     IncrementalArguments,
@@ -57,7 +58,13 @@ from warmstart_hf.config import (
 from warmstart_hf.fast_path import to_channels_last
 from warmstart_hf.graceful_stop import STOP
 from warmstart_hf.hub import push_finished_phases
-from warmstart_hf.io import append_jsonl_atomic, atomic_write_json, atomic_write_text, read_jsonl
+from warmstart_hf.io import (
+    append_jsonl_atomic,
+    atomic_write_json,
+    atomic_write_text,
+    give_ordinary_modes,
+    read_jsonl,
+)
 from warmstart_hf.optimizer_state import load_optimizer_state, save_optimizer_state
 from warmstart_hf.run_lock import locked_arms
 from warmstart_hf.seeding import derive_seed
@@ -79,42 +86,61 @@ def prepare_data(config: RecipeConfig) -> TaskData:
 
 
 def _check_run_dir(config: RecipeConfig) -> None:
-    """A run directory holds one experiment: refuse to mix results of two different settings. A field
-    added to the package after the directory was written counts as unchanged while it keeps its
-    default (the behaviour of the code that wrote the directory)."""
+    """A run directory holds one experiment: refuse to mix results of two different settings. Read-only,
+    so a refused command leaves the directory as it was."""
     saved = config.run_dir / "config.yaml"
     if not saved.exists():
         return
-    previous = yaml.safe_load(saved.read_text()).get("fingerprint") or {}
-    current = yaml.safe_load(yaml.safe_dump(config.experiment_fingerprint()))
-    defaults = {
-        section: dataclasses.asdict(cls())
-        for section, cls in (("data", DataArguments), ("model", ModelArguments), ("incremental", IncrementalArguments))
-    } | {"strategy": dataclasses.asdict(StrategyArguments()), "training": {"world_size": 1}}
-    missing = object()
-    changed = []
-    for section, values in current.items():
-        for key, value in values.items():
-            before = previous.get(section, {}).get(key, missing)
-            if before is missing and yaml.safe_load(yaml.safe_dump(defaults.get(section, {}).get(key))) == value:
-                continue
-            if before != value:
-                changed.append(f"{section}.{key}")
+    changed = _changed_settings(yaml.safe_load(saved.read_text()) or {}, config)
     if changed:
         raise ConfigError(
             f"Run directory {str(config.run_dir)!r} already holds results of a different setting "
-            f"(changed: {', '.join(sorted(changed))}). Fix: choose another `run_name` or `output_dir`, "
-            "or delete that directory to start over."
+            f"(changed: {'; '.join(changed)}). Fix: run with the directory's settings (its config.yaml), or "
+            "choose another `run_name` or `output_dir`, or delete that directory to start over."
         )
 
 
+def _changed_settings(saved: dict[str, Any], config: RecipeConfig) -> list[str]:
+    """``section.field: before -> now`` for every fingerprinted field that differs from the run
+    directory's. A field the saved fingerprint lacks (it was written by a release whose fingerprint left
+    the field out) is compared with the resolved recipe saved beside it, which records every field; a
+    field neither holds (added to the package or to transformers since) with its default, the
+    behaviour of the code that wrote the directory."""
+    previous = saved.get("fingerprint") or {}
+    current = yaml.safe_load(yaml.safe_dump(config.experiment_fingerprint()))
+    defaults = None
+    changed = []
+    for section, values in current.items():
+        for key, value in values.items():
+            for source in (previous, saved):
+                if key in (source.get(section) or {}):
+                    before = source[section][key]
+                    break
+            else:
+                defaults = defaults or _default_fingerprint()
+                before = defaults.get(section, {}).get(key)
+            if before != value:
+                changed.append(f"{section}.{key}: {before!r} -> {value!r}")
+    return sorted(changed)
+
+
+def _default_fingerprint() -> dict[str, dict[str, Any]]:
+    """The fingerprint of an empty recipe on one process (the package's and the project's defaults)."""
+    sections = (DataArguments(), ModelArguments(), IncrementalArguments(), StrategyArguments())
+    defaults = RecipeConfig(*sections, TrainingArguments(**TRAINING_DEFAULTS)).experiment_fingerprint()
+    defaults["training"]["world_size"] = 1
+    return yaml.safe_load(yaml.safe_dump(defaults))
+
+
 def run_experiment(config: RecipeConfig) -> Path:
-    """Run every arm of the recipe (skipping finished work) and write the summary."""
+    """Run every arm of the recipe (skipping finished work) and write the summary. Nothing is created
+    or touched in the run directory (no arm directory, no lock) before the command is accepted: the
+    recipe is valid, the data prepares, and the settings match the directory's."""
     task = create_task(config)
     data = task.prepare()  # fails fast on bad input, before anything is written
+    _check_run_dir(config)
     arms = [arm_dir(config, name) for name in config.incremental.strategies]
     with locked_arms(arms, is_main=config.training.process_index == 0), _collector_frozen():
-        _check_run_dir(config)
         _run_arms(config, task, data)
     return config.run_dir
 
@@ -411,6 +437,7 @@ def _save_phase_files(arm: _Arm, phase_dir: Path, trainer, carried_state, compan
     if carried_state is not None:
         save_optimizer_state(carried_state, phase_dir / OPTIMIZER_STATE_FILE)
     _save_companions(phase_dir, companions)
+    give_ordinary_modes(phase_dir.glob("*.safetensors"))  # safetensors writes its files 0600
 
 
 def _commit_phase(arm: _Arm, phase_dir: Path, record: dict[str, Any]) -> None:
