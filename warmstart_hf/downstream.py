@@ -28,6 +28,7 @@ from warmstart_hf.hub import push_downstream_cards
 from warmstart_hf.io import atomic_write_text, read_jsonl
 from warmstart_hf.report.alignment import DIRECTIONS
 from warmstart_hf.report.statistics import summarize_gap, t_interval
+from warmstart_hf.report.style import outside_legend, pyplot, strategy_color
 from warmstart_hf.report.summary import write_rows_csv
 
 GAP_MARGIN = 1.0  # accuracy points, as Fig. 3's equivalence margin
@@ -226,23 +227,18 @@ def _markdown(
 def plot_fig5(table: list[dict[str, Any]], gaps: list[dict[str, Any]], path: Path, excluded: str = "none") -> None:
     """Left: top-1 averaged over phases per recipe x checkpoint kind, warm and cold, 95% intervals.
     Right: the paired warm - cold gap with its 95% interval. The flagged pairs left out are named."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = sorted({(t["recipe"], t["checkpoint"]) for t in table})
     ticks = [f"{r}\n{k}" for r, k in labels]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(3.2 * len(labels) + 4, 4.4), constrained_layout=True)
-    for offset, arm, color in ((-0.2, "warm", "tab:orange"), (0.2, "cold", "tab:blue")):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(3.2 * len(labels) + 4, 4.8), layout="constrained")
+    for offset, arm in ((-0.2, "warm"), (0.2, "cold")):
         cells = [t for key in labels for t in table if (t["recipe"], t["checkpoint"]) == key and t["arm"] == arm]
         xs = [labels.index((c["recipe"], c["checkpoint"])) + offset for c in cells]
-        left.bar(
-            xs, [c["mean"] for c in cells], 0.4, yerr=_whiskers(cells, "mean", "ci"), capsize=3, color=color, label=arm
-        )
+        err, color = _whiskers(cells, "mean", "ci"), strategy_color(arm)
+        left.bar(xs, [c["mean"] for c in cells], 0.4, yerr=err, capsize=3, color=color, label=arm)
     left.set_xticks(range(len(labels)), ticks, fontsize="small")
     left.set_ylabel("top-1 averaged over phases (%)")
-    left.legend(fontsize="small")
+    outside_legend(fig, [left])
     xs = [labels.index((g["recipe"], g["checkpoint"])) for g in gaps]
     right.bar(
         xs, [g["gap_mean"] for g in gaps], 0.5, yerr=_whiskers(gaps, "gap_mean", "gap_ci"), capsize=3, color="tab:gray"

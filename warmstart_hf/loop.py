@@ -66,6 +66,7 @@ from warmstart_hf.io import (
     read_jsonl,
 )
 from warmstart_hf.optimizer_state import load_optimizer_state, save_optimizer_state
+from warmstart_hf.report.style import phase_label
 from warmstart_hf.run_lock import locked_arms
 from warmstart_hf.seeding import derive_seed
 from warmstart_hf.strategies import PhaseContext, PhaseStart, Strategy, create_strategy, mixed_optimizer_policies
@@ -366,7 +367,7 @@ def _phase_context(arm: _Arm, phase: int, model, train, checkpoint: str | None) 
 
 def _phase_trainer(arm: _Arm, phase: int, phase_dir: Path, train, model, start: PhaseStart, optimizer_state):
     inc, num_phases = arm.config.incremental, arm.data.plan.num_phases
-    callbacks = [PhaseProgress(arm.bar, f"phase {phase + 1}/{num_phases}"), *start.callbacks]
+    callbacks = [PhaseProgress(arm.bar, phase_label(phase, num_phases)), *start.callbacks]
     if inc.stop_rule == "early_stopping" and inc.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=inc.early_stopping_patience))
     continued = inc.lr_schedule_across_phases == "continue"
@@ -395,7 +396,7 @@ def _phase_trainer(arm: _Arm, phase: int, phase_dir: Path, train, model, start: 
     )
     trainer.remove_callback(PrinterCallback)
     if arm.bar is not None:
-        arm.bar.set_description(f"{arm.directory.name} phase {phase + 1}/{num_phases}")
+        arm.bar.set_description(f"{arm.directory.name} {phase_label(phase, num_phases)}")
     return trainer
 
 

@@ -5,7 +5,7 @@ of the end-of-phase and of the aligned checkpoints)."""
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import yaml
 
 from warmstart_hf.io import atomic_write_text
 from warmstart_hf.report.alignment import DIRECTIONS, chosen_phase, write_alignment
+from warmstart_hf.report.style import outside_legend, pyplot, set_phase_axis, strategy_color
 from warmstart_hf.report.summary import load_run_results, optimizer_policies, write_rows_csv
 
 
@@ -80,30 +81,45 @@ def write_pretraining_summary(run_dir: str | Path) -> str:
 
 def plot_probe_curves(arms: dict[str, list[dict[str, Any]]], path: Path) -> None:
     """Each arm's probe loss over the steps of all its phases (phases laid end to end)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.4), layout="constrained")
     _probe_curves(ax, arms)
+    outside_legend(fig, [ax])
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def _probe_curves(ax, arms: dict[str, list[dict[str, Any]]]) -> None:
-    colors = {"warm": "tab:orange", "cold": "tab:blue"}
-    for name, records in sorted(arms.items()):
+    """One line per arm in its strategy's colour (labelled once per strategy), the phase boundaries
+    dashed and each phase named (0-based) above its stretch of steps."""
+    seen, counts = set(), Counter(records[0]["strategy"] for records in arms.values())
+    for _, records in sorted(arms.items()):
         starts, xs, ys = phase_offsets(records), [], []
         for record in records:
             xs += [starts[record["phase"]] + p["step"] for p in record["probe_curve"]]
             ys += [p["probe_loss"] for p in record["probe_curve"]]
-        ax.plot(xs, ys, color=colors.get(records[0]["strategy"]), alpha=0.8, label=name)
-    for boundary in list(phase_offsets(next(iter(arms.values()))).values())[1:]:
-        ax.axvline(boundary, color="gray", lw=0.6, ls=":")
-    ax.set_xlabel("optimizer step (phases end to end; dotted: phase boundaries)")
+        strategy = records[0]["strategy"]
+        label = None if strategy in seen else f"{strategy} (n={counts[strategy]})"
+        seen.add(strategy)
+        ax.plot(xs, ys, color=strategy_color(strategy), alpha=0.85, lw=1.3, label=label)
+    longest = max(arms.values(), key=lambda records: sum(r["steps"] for r in records))
+    starts = phase_offsets(longest)
+    for boundary in list(starts.values())[1:]:
+        ax.axvline(boundary, color="dimgray", lw=0.9, ls="--", alpha=0.7)
+    for record in longest:  # the phase names, at the top of the axes (axes coordinates in y)
+        middle = starts[record["phase"]] + record["steps"] / 2
+        ax.text(
+            middle,
+            0.98,
+            f"phase {record['phase']}",
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="top",
+            fontsize="small",
+            color="dimgray",
+        )
+    ax.set_xlabel("optimizer step (phases end to end; dashed: phase boundaries)")
     ax.set_ylabel("probe loss")
-    ax.legend(fontsize="small")
 
 
 def phase_offsets(records: list[dict[str, Any]]) -> dict[int, int]:
@@ -115,19 +131,27 @@ def phase_offsets(records: list[dict[str, Any]]) -> dict[int, int]:
     return starts
 
 
-def plot_fig4(arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any], path: Path) -> None:
-    """Left: each arm's probe loss over the steps of all phases (phases laid end to end), the chosen
-    aligned checkpoints marked (x: flagged). Right: per phase, warm - cold probe loss at the end of the
-    phase and between the aligned checkpoints (seed means); a phase flagged in any seed is hatched and
-    annotated, not left out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+def plot_fig4(arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any], path: Path):
+    """Left: each arm's probe loss over the steps of all phases (phases laid end to end and named),
+    each phase's target (the fixed arm's end of phase) joined to the moving arm's chosen checkpoint
+    (x: flagged). Right: per phase, warm - cold probe loss at the end of the phase and between the
+    aligned checkpoints (seed means); a phase flagged in any seed is hatched and annotated, not left
+    out. Returns the figure."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
     _probe_curves(left, arms)
     _mark_aligned(left, arms, alignment)
+    left.set_title("probe loss; aligned checkpoints", fontsize="medium")
+    _gap_bars(right, alignment)
+    outside_legend(fig, [left, right])
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig
+
+
+def _gap_bars(ax, alignment: dict[str, Any]) -> None:
+    """Per phase the seed-mean warm - cold probe loss, end of phase vs aligned, in neutral colours (the
+    strategy colours belong to the arms)."""
     sign = 1.0 if DIRECTIONS[alignment["direction"]][0] == "warm" else -1.0  # report warm - cold
     by_phase, flagged = defaultdict(lambda: defaultdict(list)), defaultdict(int)
     for seed in alignment["seeds"].values():
@@ -136,42 +160,56 @@ def plot_fig4(arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any], 
                 by_phase[key][p["phase"]].append(sign * p[key])
             flagged[p["phase"]] += not p["within_tolerance"]
     phases = sorted(by_phase["gap"])
-    right.bar(
-        [p - 0.2 for p in phases], [np.mean(by_phase["end_of_phase_gap"][p]) for p in phases], 0.4, label="end of phase"
-    )
+    end = [np.mean(by_phase["end_of_phase_gap"][p]) for p in phases]
+    ends = ax.bar([p - 0.2 for p in phases], end, 0.4, color="silver", edgecolor="black", lw=0.6, label="end of phase")
+    aligned = [np.mean(by_phase["gap"][p]) for p in phases]
     hatches = ["//" if flagged[p] else None for p in phases]
-    bars = right.bar(
-        [p + 0.2 for p in phases],
-        [np.mean(by_phase["gap"][p]) for p in phases],
-        0.4,
-        hatch=hatches,
-        label="aligned (hatched: flagged, outside the tolerance)",
+    label = "aligned checkpoints" + (" (hatched: flagged, outside the tolerance)" if any(hatches) else "")
+    bars = ax.bar(
+        [p + 0.2 for p in phases], aligned, 0.4, color="dimgray", edgecolor="black", lw=0.6, hatch=hatches, label=label
     )
+    for group in (ends, bars):
+        ax.bar_label(group, fmt="%+.2g", fontsize="x-small", padding=2)
     for bar, p in zip(bars, phases):
         if flagged[p]:
-            right.annotate(
-                f"flagged {flagged[p]}/{len(by_phase['gap'][p])}", (bar.get_x(), bar.get_height()), fontsize="x-small"
+            ax.annotate(
+                f"flagged {flagged[p]}/{len(by_phase['gap'][p])}",
+                (bar.get_x(), 0),
+                fontsize="x-small",
+                xytext=(0, 12),
+                textcoords="offset points",
             )
-    right.axhline(0, color="black", lw=0.8)
-    right.set_xticks(phases)
-    right.set_xlabel("phase")
-    right.set_ylabel("warm - cold probe loss")
-    right.legend(fontsize="small")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax.axhline(0, color="black", lw=0.8)
+    low, high = min(0.0, *end, *aligned), max(0.0, *end, *aligned)
+    pad = 0.15 * (high - low) or 1e-3  # room for the value labels (bars stick to 0, so margins() adds none)
+    ax.set_ylim(low - pad, high + pad)
+    set_phase_axis(ax, phases)
+    ax.set_ylabel("warm - cold probe loss (below 0: warm lower)")
+    ax.set_title(f"gap per phase ({alignment['direction']}, tolerance {alignment['tolerance']})", fontsize="medium")
+    ax.grid(alpha=0.3, axis="y")
 
 
 def _mark_aligned(ax, arms: dict[str, list[dict[str, Any]]], alignment: dict[str, Any]) -> None:
-    """The moving arm's chosen checkpoints on the probe curves: o within the tolerance, x flagged."""
-    moving = DIRECTIONS[alignment["direction"]][0]
+    """Per seed and phase, the target (the fixed arm's end of phase: square) joined by a dotted line to
+    the moving arm's chosen checkpoint (o within the tolerance, x flagged)."""
+    moving, fixed = DIRECTIONS[alignment["direction"]]
+    labels = {
+        "target": f"target: {fixed} end of phase",
+        "o": f"chosen {moving} checkpoint",
+        "x": f"flagged: no {moving} checkpoint within the tolerance",
+    }
     for seed, aligned in alignment["seeds"].items():
-        records = arms.get(f"{moving}-seed{seed}")
-        if not records:
+        records, targets = arms.get(f"{moving}-seed{seed}"), arms.get(f"{fixed}-seed{seed}")
+        if not records or not targets:
             continue
-        starts = phase_offsets(records)
+        starts, target_starts = phase_offsets(records), phase_offsets(targets)
         for p in aligned["phases"]:
             x = starts.get(chosen_phase(p), 0) + p["chosen_step"]
-            ax.plot(x, p["chosen_loss"], "o" if p["within_tolerance"] else "x", color="black", ms=4)
+            target_x = target_starts.get(p["phase"], 0) + p.get("target_step", 0)
+            marker = "o" if p["within_tolerance"] else "x"
+            ax.plot([target_x, x], [p["target_loss"], p["chosen_loss"]], color="black", lw=0.7, ls=":")
+            ax.plot(target_x, p["target_loss"], "s", mfc="none", color="black", ms=6, label=labels.pop("target", None))
+            ax.plot(x, p["chosen_loss"], marker, color="black", ms=5, label=labels.pop(marker, None))
 
 
 ALIGNMENT_COLUMNS = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from warmstart_hf.io import atomic_write_text, read_jsonl
 from warmstart_hf.report.finetune import fig3_rows, plot_fig3
 from warmstart_hf.report.pretraining import fig4_section
 from warmstart_hf.report.statistics import summarize_gap, t_interval
+from warmstart_hf.report.style import outside_legend, phase_means, pyplot, set_phase_axis, strategy_color
 from warmstart_hf.report.summary import average_test_accuracy, final_test_accuracy, optimizer_policies
 
 METRICS = {
@@ -194,66 +196,58 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def plot_fig1(runs: list[RunInfo], path: Path) -> None:
-    """Train and test accuracy after each phase per strategy: seed mean with a shaded 95% interval;
-    columns are the scenarios (data, class) of one setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
+def plot_fig1(runs: list[RunInfo], path: Path):
+    """Train and test accuracy after each phase per strategy: seed means with 95% t-interval whiskers
+    (clipped to 0-100%); columns are the scenarios (data, class) of one setting. Returns the figure."""
+    plt = pyplot()
     runs = sorted(runs, key=lambda r: r.scenario != "data")
-    fig, axes = plt.subplots(2, len(runs), figsize=(5 * len(runs), 7), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(2, len(runs), figsize=(5 * len(runs), 7.5), squeeze=False, layout="constrained")
     for column, run in enumerate(runs):
+        by_strategy = {s: list(run.complete_arms(s).values()) for s in sorted({s for s, _ in run.arms})}
+        by_strategy = {s: arms for s, arms in by_strategy.items() if arms}
         for row, key in enumerate(("train_accuracy", "test_accuracy")):
             ax = axes[row][column]
-            for strategy in sorted({s for s, _ in run.arms}):
-                arms = list(run.complete_arms(strategy).values())
-                if not arms:
-                    continue
-                values = np.array([[100 * p[key] for p in records] for records in arms])
-                phases = np.arange(1, values.shape[1] + 1)
-                mean = values.mean(0)
-                ax.plot(phases, mean, marker="o", label=f"{strategy} (n={len(arms)})")
-                if len(arms) > 1:
-                    bounds = np.array([t_interval(list(values[:, j]))[1:] for j in range(values.shape[1])], float)
-                    ax.fill_between(phases, bounds[:, 0], bounds[:, 1], alpha=0.2)
-            ax.set_title(f"{run.scenario}-incremental: {key.replace('_', ' ')}")
-            ax.set_xlabel("phase")
+            phases = phase_means(ax, by_strategy, lambda r, k=key: 100 * r[k], bounds=(0.0, 100.0))
+            set_phase_axis(ax, phases or range(run.num_phases))
+            ax.set_title(f"{run.scenario}-incremental: {key.replace('_', ' ')}", fontsize="medium")
             ax.set_ylabel("accuracy (%)")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
-    fig.suptitle(runs[0].group)
+    outside_legend(fig, axes)
+    note = "seed means; whiskers: 95% t-intervals (clipped to 0-100%)"
+    fig.suptitle(f"{textwrap.fill(runs[0].group, 70)}\n{note}", fontsize="medium")
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
-def plot_fig2(rows: list[dict[str, Any]], path: Path, comparison: str = "warm - cold", metric: str = "final") -> None:
-    """The gap of every configuration, sorted, with 95% intervals; the standard scheme highlighted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_fig2(rows: list[dict[str, Any]], path: Path, comparison: str = "warm - cold", metric: str = "final"):
+    """The gap of every configuration, sorted, with 95% intervals, in the compared strategy's colour;
+    the standard scheme drawn as a diamond (the legend names only the markers drawn). Returns the figure."""
+    plt = pyplot()
     chosen = sorted(
         (r for r in rows if r["comparison"] == comparison and r["metric"] == metric), key=lambda r: r["mean"]
     )
     if not chosen:
-        return
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(chosen) + 1.6), constrained_layout=True)
+        return None
+    color = strategy_color(comparison.split(" - ")[0])
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(chosen) + 1.9), layout="constrained")
     for y, r in enumerate(chosen):
-        color = "tab:red" if r["standard"] else "tab:blue"
         err = None if r["ci_low"] is None else [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]]
-        ax.errorbar(r["mean"], y, xerr=err, fmt="o", color=color, capsize=3)
-    ax.set_yticks(range(len(chosen)), [f"{r['configuration']} ({r['scenario']})" for r in chosen], fontsize="small")
+        marker, size, label = ("D", 7, "standard scheme") if r["standard"] else ("o", 5, "other configurations")
+        label = label if any(c["standard"] for c in chosen) else None  # no legend without a standard row
+        ax.errorbar(r["mean"], y, xerr=err, fmt=marker, ms=size, color=color, capsize=3, label=label)
+    labels = [f"{r['configuration']} ({r['scenario']})" for r in chosen]
+    ax.set_yticks(range(len(chosen)), labels, fontsize="small")
+    for tick, r in zip(ax.get_yticklabels(), chosen):
+        tick.set_fontweight("bold" if r["standard"] else "normal")
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel(f"{comparison}, {METRICS[metric][0]} (points; 95% t-interval)")
-    ax.set_title("Gap per configuration (red: the standard scheme)", fontsize="medium")
+    ax.set_title(f"Gap per configuration: {comparison}", fontsize="medium")
     ax.grid(alpha=0.3, axis="x")
+    outside_legend(fig, [ax])
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 FIG3_COLUMNS = [

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from warmstart_hf.io import atomic_write_text, read_jsonl
+from warmstart_hf.report.style import outside_legend, phase_means, pyplot, set_phase_axis
 
 
 def load_run_results(run_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -110,45 +111,41 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return header + "\n".join(lines) + "\n"
 
 
+# (axis label, value of a phase record, bounds of the axis and of the whiskers): accuracies are
+# percentages and dormant fractions and ranks cannot be negative.
 PANELS = [
-    ("train accuracy (%)", lambda r: 100 * r["train_accuracy"]),
-    ("test accuracy (%)", lambda r: 100 * r["test_accuracy"]),
+    ("train accuracy (%)", lambda r: 100 * r["train_accuracy"], (0.0, 100.0)),
+    ("test accuracy (%)", lambda r: 100 * r["test_accuracy"], (0.0, 100.0)),
 ]
 DIAGNOSTIC_PANELS = [
-    ("dormant units (%)", lambda r: 100 * r["diagnostics"]["dormant_fraction"]),
-    ("effective rank of features", lambda r: r["diagnostics"]["effective_rank"]),
+    ("dormant units (%)", lambda r: 100 * r["diagnostics"]["dormant_fraction"], (0.0, 100.0)),
+    ("effective rank of features", lambda r: r["diagnostics"]["effective_rank"], (0.0, None)),
 ]
 
 
-def plot_accuracy_per_phase(arms: dict[str, list[dict[str, Any]]], path: str | Path) -> None:
-    """Fig.-1 style: train and test accuracy after each phase, one line per strategy (seed mean),
-    plus a diagnostics row (dormant units, effective rank) when the run computed diagnostics."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
+def plot_accuracy_per_phase(arms: dict[str, list[dict[str, Any]]], path: str | Path):
+    """Fig.-1 style: train and test accuracy after each phase, one line per strategy (seed mean, 95%
+    t-interval whiskers with several seeds), plus a diagnostics row (dormant units, effective rank)
+    when the run computed diagnostics. Returns the figure."""
+    plt = pyplot()
     with_diagnostics = all("diagnostics" in r for records in arms.values() for r in records)
     panels = PANELS + (DIAGNOSTIC_PANELS if with_diagnostics else [])
     rows = len(panels) // 2
-    fig, axes = plt.subplots(rows, 2, figsize=(10, 4 * rows), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(rows, 2, figsize=(10, 3.8 * rows + 0.6), layout="constrained", squeeze=False)
     by_strategy: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
     for records in arms.values():
         by_strategy[records[0]["strategy"]].append(records)
-    for ax, (label, value) in zip(axes.flat, panels):
-        for strategy, runs in by_strategy.items():
-            length = min(len(run) for run in runs)
-            values = np.mean([[value(r) for r in run[:length]] for run in runs], axis=0)
-            ax.plot(np.arange(1, length + 1), values, marker="o", label=strategy)
-        ax.set_xlabel("phase")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax, (label, value, bounds) in zip(axes.flat, panels):
+        set_phase_axis(ax, phase_means(ax, by_strategy, value, bounds))
+        low, high = ax.get_ylim()  # autoscaling pads an all-zero series below 0: clip to what can occur
+        ax.set_ylim(max(low, bounds[0]), high if bounds[1] is None else min(high, bounds[1] * 1.005))
         ax.set_ylabel(label)
-        ax.set_title(f"{label} after each phase")
+        ax.set_title(f"{label} after each phase", fontsize="medium")
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize="small")
+    outside_legend(fig, axes)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def write_rows_csv(path: Path, rows: list[dict[str, Any]]) -> None:
