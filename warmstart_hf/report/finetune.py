@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from warmstart_hf.report.statistics import summarize_gap, t_interval
+from warmstart_hf.report.style import outside_legend, pyplot, strategy_color
 from warmstart_hf.report.summary import average_test_accuracy
 
 
@@ -42,14 +43,10 @@ def fig3_rows(runs: list, margin: float = 1.0) -> list[dict[str, Any]]:
 
 def plot_fig3(rows: list[dict[str, Any]], path: Path) -> None:
     """Average test accuracy per dataset: warm and cold, with and without augmentation, 95% intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     datasets = sorted({r["dataset"] for r in rows})
     bars = [(s, a) for a in ("on", "off") for s in ("warm", "cold")]
-    fig, ax = plt.subplots(figsize=(1.6 * len(datasets) + 2, 4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(1.6 * len(datasets) + 3, 4.4), layout="constrained")
     width = 0.8 / len(bars)
     for index, (strategy, augmentation) in enumerate(bars):
         chosen = {r["dataset"]: r for r in rows if r["augmentation"] == augmentation}
@@ -60,13 +57,13 @@ def plot_fig3(rows: list[dict[str, Any]], path: Path) -> None:
         means = np.array([c[f"{strategy}_mean"] for c in cells])
         err = np.array([_error(c, strategy) for c in cells]).T
         hatch = None if augmentation == "on" else "//"
-        color = "tab:orange" if strategy == "warm" else "tab:blue"
+        color = strategy_color(strategy)
         label = f"{strategy}, augmentation {augmentation}"
         ax.bar(xs, means, width, yerr=err, capsize=2, color=color, hatch=hatch, alpha=0.85, label=label)
     ax.set_xticks(range(len(datasets)), datasets)
     ax.set_ylabel("average test accuracy over phases (%)")
     ax.set_title("Finetuning warm vs cold (Fig. 3); bars: seed means, whiskers: 95% t-intervals", fontsize="medium")
-    ax.legend(fontsize="small", ncol=2)
+    outside_legend(fig, [ax])
     ax.grid(alpha=0.3, axis="y")
     fig.savefig(path, dpi=110)
     plt.close(fig)
