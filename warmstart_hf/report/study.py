@@ -214,7 +214,8 @@ def plot_fig1(runs: list[RunInfo], path: Path):
             ax.grid(alpha=0.3)
     outside_legend(fig, axes)
     note = "seed means; whiskers: 95% t-intervals (clipped to 0-100%)"
-    fig.suptitle(f"{textwrap.fill(runs[0].group, 70)}\n{note}", fontsize="medium")
+    label = textwrap.fill(runs[0].group.replace(",", ", "), 70)  # wrapped between the axes
+    fig.suptitle(f"{label}\n{note}", fontsize="medium")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return fig
