@@ -773,6 +773,32 @@ HYGIENE_MUTATIONS = [
 ]
 MUTATIONS += HYGIENE_MUTATIONS
 
+FIG = "tests/test_figures.py::"
+FIGURE_MUTATIONS = [
+    _m(
+        "figures: phases ticked 1-based",
+        "warmstart_hf/report/style.py",
+        "    ax.set_xticks(list(phases), [str(p) for p in phases])",
+        "    ax.set_xticks(list(phases), [str(p + 1) for p in phases])",
+        FIG + "test_fig1_names_phases_from_0_keeps_intervals_within_100_and_its_legend_and_titles_clear",
+    ),
+    _m(
+        "figures: the dormant axis left to autoscaling",
+        "warmstart_hf/report/summary.py",
+        "        ax.set_ylim(max(low, bounds[0]), high if bounds[1] is None else min(high, bounds[1] * 1.005))",
+        "",
+        FIG + "test_the_run_summary_keeps_fractions_at_or_above_0_and_names_phases_from_0",
+    ),
+    _m(
+        "figures: Fig. 2 has a legend with nothing to tell apart",
+        "warmstart_hf/report/study.py",
+        '        label = label if any(c["standard"] for c in chosen) else None  # no legend without a standard row\n',
+        "",
+        FIG + "test_fig2_names_only_the_markers_it_draws",
+    ),
+]
+MUTATIONS += FIGURE_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

@@ -115,6 +115,7 @@ def test_fig2_names_only_the_markers_it_draws(tmp_path, with_standard):
     markers = {container.lines[0].get_marker() for container in ax.containers}
     legend_text = " ".join(texts[1:])
     assert ("standard scheme" in legend_text) == with_standard == ("D" in markers)
+    assert len(fig.legends) == with_standard  # one kind of marker: nothing for a legend to tell apart
     bold = [t.get_text() for t in ax.get_yticklabels() if t.get_fontweight() == "bold"]
     assert bold == (["a (data)"] if with_standard else [])
 
