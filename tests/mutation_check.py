@@ -785,8 +785,8 @@ FIGURE_MUTATIONS = [
     _m(
         "figures: the dormant axis left to autoscaling",
         "warmstart_hf/report/summary.py",
-        "        ax.set_ylim(max(low, bounds[0]), high if bounds[1] is None else min(high, bounds[1] * 1.005))",
-        "",
+        "        ax.set_ylim(max(low, bounds[0]), top)",
+        "        ax.set_ylim(low, top)",
         FIG + "test_the_run_summary_keeps_fractions_at_or_above_0_and_names_phases_from_0",
     ),
     _m(

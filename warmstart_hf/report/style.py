@@ -59,8 +59,9 @@ def phase_means(
 ) -> list[int]:
     """Per strategy the seed mean of ``value`` after each phase, at the records' own ``phase``, with a
     95% t-interval whisker (clipped to ``bounds``: an accuracy above 100% is not a result); strategies
-    are shifted sideways a little so whiskers do not hide each other. Returns the phases drawn."""
+    are shifted sideways a little (with whiskers) so whiskers do not hide each other. Returns the phases drawn."""
     strategies = sorted(by_strategy)
+    shift = 0.06 if any(len(arms) > 1 for arms in by_strategy.values()) else 0.0  # only whiskers need room
     phases: set[int] = set()
     for index, strategy in enumerate(strategies):
         arms = by_strategy[strategy]
@@ -70,7 +71,7 @@ def phase_means(
         values = np.array([[value(r) for r in records[:length]] for records in arms], float)
         drawn = [r["phase"] for r in arms[0][:length]]
         phases.update(drawn)
-        xs = np.array(drawn, float) + 0.06 * (index - (len(strategies) - 1) / 2)
+        xs = np.array(drawn, float) + shift * (index - (len(strategies) - 1) / 2)
         intervals = [t_interval(list(values[:, j])) for j in range(length)]
         means = np.array([m for m, _, _ in intervals])
         err = None
@@ -79,7 +80,8 @@ def phase_means(
             high = np.clip([hi for _, _, hi in intervals], *_finite(bounds))
             err = np.vstack([np.maximum(means - low, 0), np.maximum(high - means, 0)])
         label, color = f"{strategy} (n={len(arms)})", strategy_color(strategy)
-        ax.errorbar(xs, means, yerr=err, marker="o", ms=4, capsize=3, lw=1.4, color=color, label=label)
+        drawn_bar = ax.errorbar(xs, means, yerr=err, marker="o", ms=4, capsize=3, lw=1.4, color=color, label=label)
+        drawn_bar.lines[0].set_clip_on(False)  # a point on an axis limit (0 dormant units) stays whole
     return sorted(phases)
 
 

@@ -111,15 +111,16 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return header + "\n".join(lines) + "\n"
 
 
-# (axis label, value of a phase record, bounds of the axis and of the whiskers): accuracies are
-# percentages and dormant fractions and ranks cannot be negative.
+# (axis label, value of a phase record, bounds of the axis and of the whiskers, the least top of the
+# axis): accuracies are percentages, dormant fractions and ranks cannot be negative, and no dormant
+# units at all is shown on a 0-1% axis rather than one of hundredths of a percent.
 PANELS = [
-    ("train accuracy (%)", lambda r: 100 * r["train_accuracy"], (0.0, 100.0)),
-    ("test accuracy (%)", lambda r: 100 * r["test_accuracy"], (0.0, 100.0)),
+    ("train accuracy (%)", lambda r: 100 * r["train_accuracy"], (0.0, 100.0), 0.0),
+    ("test accuracy (%)", lambda r: 100 * r["test_accuracy"], (0.0, 100.0), 0.0),
 ]
 DIAGNOSTIC_PANELS = [
-    ("dormant units (%)", lambda r: 100 * r["diagnostics"]["dormant_fraction"], (0.0, 100.0)),
-    ("effective rank of features", lambda r: r["diagnostics"]["effective_rank"], (0.0, None)),
+    ("dormant units (%)", lambda r: 100 * r["diagnostics"]["dormant_fraction"], (0.0, 100.0), 1.0),
+    ("effective rank of features", lambda r: r["diagnostics"]["effective_rank"], (0.0, None), 0.0),
 ]
 
 
@@ -135,10 +136,11 @@ def plot_accuracy_per_phase(arms: dict[str, list[dict[str, Any]]], path: str | P
     by_strategy: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
     for records in arms.values():
         by_strategy[records[0]["strategy"]].append(records)
-    for ax, (label, value, bounds) in zip(axes.flat, panels):
+    for ax, (label, value, bounds, minimum_top) in zip(axes.flat, panels):
         set_phase_axis(ax, phase_means(ax, by_strategy, value, bounds))
         low, high = ax.get_ylim()  # autoscaling pads an all-zero series below 0: clip to what can occur
-        ax.set_ylim(max(low, bounds[0]), high if bounds[1] is None else min(high, bounds[1] * 1.005))
+        top = max(high, minimum_top) if bounds[1] is None else min(max(high, minimum_top), bounds[1] * 1.005)
+        ax.set_ylim(max(low, bounds[0]), top)
         ax.set_ylabel(label)
         ax.set_title(f"{label} after each phase", fontsize="medium")
         ax.grid(alpha=0.3)
