@@ -120,6 +120,7 @@ def _check_page(page, errors: list[str], figures: int) -> None:
 
 
 def _screenshot(page, name: str) -> None:
+    """docs/<name>, the whole page, where WARMSTART_SCREENSHOTS=1 asks for it."""
     if SCREENSHOTS:
         page.screenshot(path=str(REPO / "docs" / name), full_page=True)
 
@@ -127,6 +128,7 @@ def _screenshot(page, name: str) -> None:
 @pytest.mark.slow
 def test_leaderboard_page_sorts_with_missing_values_last(browser, pages):
     page, errors = _open(browser, pages["leaderboard"])
+    _screenshot(page, "leaderboard.png")  # as it opens, before the clicks
     sections = page.locator("section")
     assert sections.count() == 4  # one per configuration of the study, not one list
     assert page.locator("section.standard").count() == 1
@@ -141,7 +143,6 @@ def test_leaderboard_page_sorts_with_missing_values_last(browser, pages):
     assert "Sorted by final test acc" in table.locator("caption").inner_text()
     _check_sort(page, table, "gap vs cold, final")
     _check_page(page, errors, figures=4)
-    _screenshot(page, "leaderboard.png")
 
 
 @pytest.mark.slow
@@ -155,13 +156,13 @@ def test_report_page_and_markdown_embed_their_figures(browser, pages):
     assert upper and max(upper) <= 100.0  # accuracy intervals clipped to [0, 100]
 
     page, errors = _open(browser, report)
+    _screenshot(page, "report.png")
     table = page.locator("section.standard table")
     assert page.locator("section.standard").count() == 1 and table.count() == 1
     assert "configuration" not in table.locator("thead").inner_text()  # said once, in the heading
     _check_sort(page, table, "steps to reach cold")
     _check_sort(page, page.locator("section table").nth(2), "gap vs cold, avg")
     _check_page(page, errors, figures=5)
-    _screenshot(page, "report.png")
 
 
 def test_numbers_keep_their_decimals_and_never_print_minus_zero():
