@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Figures, paired gap statistics and tables of one or many runs.
+"""Figures, paired gap statistics and tables of one or many runs: report.md (figures embedded) and
+report.html (self-contained) in the output folder.
 
 python scripts/report.py runs/cpu_study [--margin 1.0]
 """

@@ -301,14 +301,14 @@ def test_leaderboard_round_trip_through_a_results_dataset(hub, tmp_path, monkeyp
     assert [line["strategy"] for line in board] == ["warm", "cold"]  # cold has no gap: last
     warm = read_jsonl(run_dir / "warm-seed0" / "results.jsonl")
     cold = read_jsonl(run_dir / "cold-seed0" / "results.jsonl")
-    assert board[0]["final_test_accuracy"] == warm[-1]["test_accuracy"]
-    assert board[0]["gap_vs_cold_final"] == pytest.approx(warm[-1]["test_accuracy"] - cold[-1]["test_accuracy"])
-    assert board[0]["avg_incremental_test_accuracy"] == pytest.approx(sum(r["test_accuracy"] for r in warm) / 3)
-    markdown = render_markdown(board)
+    assert board[0]["final_test_accuracy"] == pytest.approx(100 * warm[-1]["test_accuracy"])  # in %
+    assert board[0]["gap_vs_cold_final"] == pytest.approx(100 * (warm[-1]["test_accuracy"] - cold[-1]["test_accuracy"]))
+    assert board[0]["avg_incremental_test_accuracy"] == pytest.approx(100 * sum(r["test_accuracy"] for r in warm) / 3)
+    markdown = render_markdown(leaderboard(hub_rows, "gap_vs_cold_final"), "gap_vs_cold_final")
     assert (out / "leaderboard.md").read_text().endswith(markdown)
-    assert render_markdown(leaderboard(loaded, "gap_vs_cold_final")) == markdown  # the round trip
+    assert render_markdown(leaderboard(loaded, "gap_vs_cold_final"), "gap_vs_cold_final") == markdown  # round trip
     page = (out / "leaderboard.html").read_text()
-    assert page.count("<tr>") == 3 and "gap vs cold, final (pts)" in page
+    assert page.count("<tr>") == 3 and "gap vs cold, final (pts)" in page and page.count("<img") == 1
 
     # a board from the dataset alone, plus the run dir again (counted once), sorted by another metric
     assert (

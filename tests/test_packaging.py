@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,7 @@ def test_the_wheel_trains_a_bundled_recipe_pushes_and_reloads_outside_the_checko
     if hub.server is None:
         pytest.skip("drives the local Hub server from a subprocess")
     wheel = _build_wheel(tmp_path)
+    assert "warmstart_hf/report/templates/page.html.j2" in zipfile.ZipFile(wheel).namelist()  # the pages' template
     python, site = _fresh_venv(tmp_path)
     install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q"]
     subprocess.run([*install, str(wheel)], check=True, cwd=tmp_path, env=_clean_env(), timeout=300)

@@ -274,12 +274,15 @@ def main_leaderboard(argv: list[str] | None = None) -> int:
         description="Collect one row per arm x phase from run directories and/or pushed arm repos, optionally "
         "push them as a results dataset, and write leaderboard.md and leaderboard.html.",
     )
-    parser.add_argument("sources", nargs="*", help="run directories and/or hub://<user>/<repo>[@revision] arm repos")
+    parser.add_argument(
+        "sources", nargs="*", help="run or sweep directories and/or hub://<user>/<repo>[@revision] arm repos"
+    )
     parser.add_argument("--from-dataset", help="also read the rows of this results dataset (<user>/<name>)")
     parser.add_argument("--push-to", help="push all rows as the results dataset <user>/<name>")
     parser.add_argument("--private", action="store_true", default=None, help="create the dataset private")
     parser.add_argument("--sort", default="final_test_accuracy", choices=SORT_METRICS, help="metric to rank by")
     parser.add_argument("--output-dir", default=".", help="where leaderboard.md and leaderboard.html go")
+    parser.add_argument("--margin", type=float, default=1.0, help="equivalence margin of the verdicts, in points")
     args = parser.parse_args(argv)
     _quiet_library_progress_bars()
     from warmstart_hf.report.leaderboard import build_leaderboard
@@ -292,6 +295,7 @@ def main_leaderboard(argv: list[str] | None = None) -> int:
             private=args.private,
             sort_by=args.sort,
             output_dir=args.output_dir,
+            margin=args.margin,
         )
     except ValueError as err:  # ConfigError is a ValueError
         print(f"error: {err}", file=sys.stderr)

@@ -573,6 +573,7 @@ def phase_metrics(record: dict[str, Any]) -> dict[str, Any]:
 
 def arm_summary(arm_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     """What identifies an arm's results across runs and repos (stored in the card's metadata)."""
+    from warmstart_hf.report.study import standard_scheme  # lazy: the study module imports scipy
     run_config = yaml.safe_load((arm_dir.parent / "config.yaml").read_text())
     first = records[0]
     return {
@@ -584,6 +585,7 @@ def arm_summary(arm_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         "num_phases": json.loads((arm_dir / "split.json").read_text())["num_phases"],
         "recipe_hash": recipe_hash(run_config),
         "code_version": code_version(),
+        "standard": standard_scheme(arm_dir.parent),
         "phases": [phase_metrics(r) for r in records],
     }
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from warmstart_hf.report.statistics import summarize_gap, t_interval
+from warmstart_hf.report.statistics import accuracy_interval, summarize_gap
 from warmstart_hf.report.style import outside_legend, pyplot, strategy_color
 from warmstart_hf.report.summary import average_test_accuracy
 
@@ -31,7 +31,7 @@ def fig3_rows(runs: list, margin: float = 1.0) -> list[dict[str, Any]]:
             "seeds": len(seeds),
         }
         for name, arms in (("warm", warm), ("cold", cold)):
-            mean, low, high = t_interval([100 * average_test_accuracy(arms[s]) for s in seeds])
+            mean, low, high = accuracy_interval([100 * average_test_accuracy(arms[s]) for s in seeds])
             row.update({f"{name}_mean": mean, f"{name}_ci_low": low, f"{name}_ci_high": high})
         gaps = [100 * (average_test_accuracy(warm[s]) - average_test_accuracy(cold[s])) for s in seeds]
         summary = summarize_gap(gaps, margin)

@@ -1,22 +1,28 @@
-"""The project's self-hosted leaderboard: a results dataset on the Hub plus markdown/HTML tables.
+"""The project's self-hosted leaderboard: a results dataset on the Hub plus markdown/HTML pages.
 
 The Hub's model-index leaderboards are gone (REFERENCES 7), so results are collected here: one row
 per arm x phase (dataset, scenario, strategy, seed, phase, metrics, recipe hash, code version) from
-run directories or from the cards of pushed arm repos (their ``warmstart_hf`` metadata), pushed as a
-``datasets`` dataset, and turned into a table of final and average-incremental test accuracy with
-the warm-minus-cold gap (paired by seed within one experiment, the run summary's rule).
+run or sweep directories or from the cards of pushed arm repos (their ``warmstart_hf`` metadata),
+pushed as a ``datasets`` dataset, and turned into one section per experiment (dataset, scenario, run,
+recipe hash): per strategy the seed mean of final and average-incremental test accuracy with its 95%
+interval, the gap to cold paired by seed with its interval and verdict (the study report's
+statistics), and the experiment's accuracy-per-phase figure.
 """
 
 from __future__ import annotations
 
-import html
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from warmstart_hf.io import atomic_write_text, read_jsonl
-from warmstart_hf.report.summary import _fmt, summary_rows
+from warmstart_hf.report.pages import Figure, Section, markdown_sections, strategy_table
+from warmstart_hf.report.pages import render_html as render_page
+from warmstart_hf.report.study import RunInfo, find_run_dirs, plot_fig1, strategy_lines
 
 ROW_FIELDS: dict[str, str] = {
     "source": "string",
@@ -37,6 +43,7 @@ ROW_FIELDS: dict[str, str] = {
     "effective_rank": "float64",
     "recipe_hash": "string",
     "code_version": "string",
+    "standard": "bool",
 }
 GROUP_FIELDS = ("dataset", "scenario", "run", "recipe_hash")
 SORT_METRICS = (
@@ -54,18 +61,23 @@ def _rows(summary: dict[str, Any], source: str) -> list[dict[str, Any]]:
     return [{name: {"source": source, **base, **phase}.get(name) for name in ROW_FIELDS} for phase in summary["phases"]]
 
 
-def rows_from_run_dir(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of every arm of a local run directory."""
+def rows_from_run_dir(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of every arm of a run directory, or of every run of a sweep directory (``sweep.json``) or
+    of a folder of runs: what the study report accepts."""
     from warmstart_hf.hub import arm_summary
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ValueError(f"{str(run_dir)!r} is not a run directory (no config.yaml). Fix: pass runs/<run_name>.")
+    run_dirs = find_run_dirs(path)
+    if not run_dirs:
+        raise ValueError(
+            f"{str(path)!r} is neither a run directory (config.yaml) nor a sweep directory (sweep.json), and no run "
+            "directory lies below it. Fix: pass runs/<run_name> or a sweep directory."
+        )
     rows = []
-    for results in sorted(run_dir.glob("*/results.jsonl")):
-        records = read_jsonl(results)
-        if records:
-            rows += _rows(arm_summary(results.parent, records), str(run_dir))
+    for run_dir, *_ in run_dirs:
+        for results in sorted(run_dir.glob("*/results.jsonl")):
+            records = read_jsonl(results)
+            if records:
+                rows += _rows(arm_summary(results.parent, records), str(run_dir))
     return rows
 
 
@@ -107,66 +119,129 @@ def load_rows(repo_id: str, revision: str | None = None) -> list[dict[str, Any]]
     return load_dataset(repo_id, split="train", revision=revision).to_list()
 
 
-def leaderboard(rows: list[dict[str, Any]], sort_by: str = "final_test_accuracy") -> list[dict[str, Any]]:
-    """One line per experiment x strategy (means over seeds, gap vs cold paired by seed), best first.
-    An experiment is a (dataset, scenario, run, recipe hash); a phase seen twice counts once."""
+def experiments(rows: list[dict[str, Any]]) -> list[RunInfo]:
+    """The rows grouped into experiments (dataset, scenario, run, recipe hash), the standard scheme
+    first; a phase seen twice (an arm read from its run dir and from its repo) counts once."""
+    unique = {tuple(row[k] for k in (*GROUP_FIELDS, "strategy", "seed", "phase")): row for row in rows}
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in unique.values():
+        groups[tuple(row[k] for k in GROUP_FIELDS)].append(row)
+    names = [key[2] for key in groups]
+    runs = []
+    for (dataset, scenario, run, recipe), members in groups.items():
+        arms: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        for row in members:
+            arms[(row["strategy"], row["seed"])].append(row)
+        label = run if names.count(run) == 1 else f"{run} ({dataset}, {scenario}, recipe {str(recipe)[:8]})"
+        info = RunInfo(label, Path(members[0]["source"]), scenario, max(r["num_phases"] for r in members))
+        info.dataset, info.standard = dataset, any(r.get("standard") for r in members)
+        info.arms = {key: sorted(records, key=lambda r: r["phase"]) for key, records in sorted(arms.items())}
+        info.axes = {"run": run, "recipe_hash": recipe, "sources": ", ".join(sorted({r["source"] for r in members}))}
+        runs.append(info)
+    return sorted(runs, key=lambda r: (not r.standard, r.dataset, r.scenario, r.label))
+
+
+def _lines(run: RunInfo, margin: float) -> list[dict[str, Any]]:
+    """A line per strategy: the study's strategy line (finished arms) plus how far every arm got."""
+    joined = {line["strategy"]: line for line in strategy_lines([run], margin)[run.label]}
+    lines = []
+    for strategy in sorted({s for s, _ in run.arms}):
+        arms = [records for (name, _), records in run.arms.items() if name == strategy]
+        complete = list(run.complete_arms(strategy).values())
+        line = {"strategy": strategy, **joined.get(strategy, {}), "seeds": len(arms)}
+        line["phases_done"] = min(len(records) for records in arms)
+        train = [100 * records[-1]["train_accuracy"] for records in complete]
+        line["final_train_mean"] = float(np.mean(train)) if train else None
+        final_gap, average_gap = line.get("gap_final") or {}, line.get("gap_average") or {}
+        line |= {
+            "final_test_accuracy": line.get("final_mean"),
+            "avg_incremental_test_accuracy": line.get("average_mean"),
+            "final_train_accuracy": line["final_train_mean"],
+            "gap_vs_cold_final": final_gap.get("mean"),
+            "gap_vs_cold_avg": average_gap.get("mean"),
+        }
+        lines.append(line)
+    return lines
+
+
+def leaderboard(
+    rows: list[dict[str, Any]], sort_by: str = "final_test_accuracy", margin: float = 1.0
+) -> list[dict[str, Any]]:
+    """One line per experiment x strategy (accuracies in %, gaps in points, intervals over seeds), the
+    experiments one after another (standard scheme first), each ranked by ``sort_by``, missing last."""
     if sort_by not in SORT_METRICS:
         raise ValueError(f"Cannot sort by {sort_by!r}. Fix: use one of {', '.join(SORT_METRICS)}.")
-    unique = {tuple(row[k] for k in (*GROUP_FIELDS, "strategy", "seed", "phase")): row for row in rows}
-    groups: dict[tuple, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for row in unique.values():  # an arm read from its run dir and from its repo counts once
-        groups[tuple(row[k] for k in GROUP_FIELDS)][f"{row['strategy']}-seed{row['seed']}"].append(row)
     board = []
-    for key, arms in groups.items():
-        arms = {name: sorted(records, key=lambda r: r["phase"]) for name, records in arms.items()}
-        board += [{**dict(zip(GROUP_FIELDS, key)), **line} for line in summary_rows(arms)]
-    return sorted(board, key=lambda line: (line[sort_by] is None, -(line[sort_by] or 0.0)))
+    for run in experiments(rows):
+        facts = {"experiment": run.label, "dataset": run.dataset, "scenario": run.scenario, "standard": run.standard}
+        lines = [{**facts, **run.axes, **line} for line in _lines(run, margin)]
+        board += sorted(lines, key=lambda line: (line[sort_by] is None, -(line[sort_by] or 0.0)))
+    return board
 
 
-COLUMNS = (
-    ("dataset", "dataset", False),
-    ("scenario", "scenario", False),
-    ("strategy", "strategy", False),
-    ("seeds", "seeds", False),
-    ("phases_done", "phases", False),
-    ("final_test_accuracy", "final test acc (%)", False),
-    ("avg_incremental_test_accuracy", "avg incremental test acc (%)", False),
-    ("gap_vs_cold_final", "gap vs cold, final (pts)", True),
-    ("gap_vs_cold_avg", "gap vs cold, avg (pts)", True),
-    ("run", "run", False),
-    ("recipe_hash", "recipe", False),
+COLUMNS = [
+    "strategy",
+    "seeds",
+    "phases_done",
+    "final_test_accuracy",
+    "avg_incremental_test_accuracy",
+    "final_train_accuracy",
+    "gap_vs_cold_final",
+    "verdict_final",
+    "gap_vs_cold_avg",
+    "verdict_avg",
+]
+INTRO = (
+    "One section per experiment (dataset, scenario, run, recipe). Accuracies in %: means over seeds with 95% "
+    "t-intervals (clipped to [0, 100]) under them; gap vs cold: strategy minus cold paired by seed, in points, "
+    "with its 95% interval; verdict: two one-sided tests at a margin of {margin:g} point(s). Missing values (-) "
+    "sort last either way."
 )
 
 
-def _cells(line: dict[str, Any]) -> list[str]:
-    return [_fmt(line[key], signed=signed) for key, _, signed in COLUMNS]
+FACTS = {"dataset": "dataset", "scenario": "scenario", "run": "run", "recipe_hash": "recipe", "sources": "sources"}
 
 
-def render_markdown(board: list[dict[str, Any]]) -> str:
-    header = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    return header + "".join("| " + " | ".join(_cells(line)) + " |\n" for line in board)
+def _sections(board: list[dict[str, Any]], sort_by: str, figures: dict[str, Figure] | None = None) -> list[Section]:
+    """A section per experiment of ``board`` (in its order), with its figure where ``figures`` has one."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for line in board:
+        grouped[line["experiment"]].append(line)
+    sections = []
+    for name, lines in grouped.items():
+        first = lines[0]
+        facts = [(title, str(first[k])) for k, title in FACTS.items() if k != "run" or first[k] != name]
+        table = strategy_table(lines, COLUMNS, (sort_by, "descending"))
+        figure = [figures[name]] if figures and name in figures else []
+        sections.append(Section(name, [table], figure, facts, bool(first["standard"])))
+    return sections
 
 
-_SORT_SCRIPT = """<script>
-document.querySelectorAll("th").forEach((th, col) => th.addEventListener("click", () => {
-  const body = th.closest("table").tBodies[0], rows = Array.from(body.rows);
-  const key = r => { const v = parseFloat(r.cells[col].textContent); return isNaN(v) ? r.cells[col].textContent : v; };
-  const down = th.dataset.order !== "desc"; th.dataset.order = down ? "desc" : "asc";
-  rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (down ? -1 : 1));
-  rows.forEach(r => body.appendChild(r));
-}));
-</script>"""
+def render_markdown(board: list[dict[str, Any]], sort_by: str = "final_test_accuracy") -> str:
+    """The board as Markdown: a heading and a table per experiment."""
+    return "\n".join(markdown_sections(_sections(board, sort_by)))
 
 
-def render_html(board: list[dict[str, Any]], sort_by: str = "final_test_accuracy") -> str:
-    """A standalone page; rows come sorted by ``sort_by`` and any column sorts on click."""
-    head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(line)) + "</tr>\n" for line in board)
-    return (
-        '<!doctype html>\n<html><head><meta charset="utf-8"><title>warmstart-hf leaderboard</title></head><body>\n'
-        f"<h1>warmstart-hf leaderboard</h1>\n<p>Sorted by {html.escape(sort_by)}; click a column to sort.</p>\n"
-        f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n{_SORT_SCRIPT}\n</body></html>\n"
-    )
+def _figures(runs: list[RunInfo], folder: Path) -> dict[str, Figure]:
+    """Each experiment's train and test accuracy after each phase (the study's Fig. 1), in ``folder``."""
+    figures = {}
+    for index, run in enumerate(runs):
+        path = folder / f"experiment-{index:02d}.png"
+        plot_fig1([run], path)
+        caption = "Train and test accuracy after each phase: seed mean and 95% interval per strategy"
+        figures[run.label] = Figure(path, caption)
+    return figures
+
+
+def render_html(
+    board: list[dict[str, Any]], sort_by: str = "final_test_accuracy", runs: list | None = None, margin: float = 1.0
+) -> str:
+    """A self-contained page (``runs``' figures as data URIs): a section per experiment, tables sorted
+    by ``sort_by``; any column sorts on click."""
+    intro = [INTRO.format(margin=margin)]
+    with tempfile.TemporaryDirectory() as folder:
+        figures = _figures(runs, Path(folder)) if runs else None
+        return render_page("warmstart-hf leaderboard", intro, _sections(board, sort_by, figures))
 
 
 def build_leaderboard(
@@ -177,18 +252,20 @@ def build_leaderboard(
     private: bool | None = None,
     sort_by: str = "final_test_accuracy",
     output_dir: str | Path = ".",
+    margin: float = 1.0,
 ) -> dict[str, Any]:
     """Collect rows (sources, and/or an existing results dataset), optionally push them as a dataset,
     and write ``leaderboard.md`` and ``leaderboard.html``. What ``scripts/leaderboard.py`` runs."""
     rows = (load_rows(from_dataset) if from_dataset else []) + collect_rows(sources)
     if not rows:
         raise ValueError(
-            "No results found. Fix: pass run directories, hub://<user>/<repo> arm repos or --from-dataset."
+            "No results found. Fix: pass run or sweep directories, hub://<user>/<repo> arm repos or --from-dataset."
         )
-    board = leaderboard(rows, sort_by)
+    board = leaderboard(rows, sort_by, margin)
     url = push_rows(rows, push_to, private=private) if push_to else None
     output_dir = Path(output_dir)
-    markdown = render_markdown(board)
-    atomic_write_text(output_dir / "leaderboard.md", f"# warmstart-hf leaderboard (sorted by {sort_by})\n\n{markdown}")
-    atomic_write_text(output_dir / "leaderboard.html", render_html(board, sort_by))
+    markdown = render_markdown(board, sort_by)
+    intro = INTRO.format(margin=margin)
+    atomic_write_text(output_dir / "leaderboard.md", f"# warmstart-hf leaderboard\n\n{intro}\n\n{markdown}")
+    atomic_write_text(output_dir / "leaderboard.html", render_html(board, sort_by, experiments(rows), margin))
     return {"rows": rows, "board": board, "markdown": markdown, "pushed": url}

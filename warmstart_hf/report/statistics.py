@@ -48,6 +48,13 @@ def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, fl
     return mean, mean - float(half), mean + float(half)
 
 
+def accuracy_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float | None, float | None]:
+    """:func:`t_interval` of accuracies in %, its bounds clipped to [0, 100]: a t-interval is symmetric
+    and can pass 100% (98.5 +- 2.3), which no accuracy can."""
+    mean, low, high = t_interval(values, confidence)
+    return mean, None if low is None else max(low, 0.0), None if high is None else min(high, 100.0)
+
+
 def tost_p_value(values: list[float], margin: float) -> float | None:
     """p-value of the two one-sided tests for equivalence within +-margin (the larger of the two)."""
     x = np.asarray(values, dtype=float)

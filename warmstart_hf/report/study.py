@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ import yaml
 
 from warmstart_hf.io import atomic_write_text, read_jsonl
 from warmstart_hf.report.finetune import fig3_rows, plot_fig3
+from warmstart_hf.report.pages import Figure, Section, dict_table, markdown_sections, render_html, strategy_table
 from warmstart_hf.report.pretraining import fig4_section
-from warmstart_hf.report.statistics import summarize_gap, t_interval
+from warmstart_hf.report.statistics import accuracy_interval, summarize_gap
 from warmstart_hf.report.style import outside_legend, phase_means, pyplot, set_phase_axis, strategy_color
 from warmstart_hf.report.summary import average_test_accuracy, final_test_accuracy, optimizer_policies
 
@@ -68,21 +70,32 @@ def _run_info(run_dir: Path, label: str, axes: dict | None = None, standard: boo
     return info
 
 
+def standard_scheme(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is the configuration its sweep (``../sweep.json``) marks as the standard scheme."""
+    manifest = Path(run_dir).parent / "sweep.json"
+    if not manifest.is_file():
+        return False
+    configurations = json.loads(manifest.read_text())["configurations"]
+    return any(c["standard"] for c in configurations if c["run_dir"] == Path(run_dir).name)
+
+
+def find_run_dirs(path: str | Path) -> list[tuple[Path, str, dict[str, str], bool]]:
+    """``(run directory, label, axes, standard)`` under ``path``: the configurations of a sweep
+    directory (``sweep.json``), the run directory itself, or every run directory below it."""
+    path = Path(path)
+    manifest = path / "sweep.json"
+    if manifest.exists():
+        configurations = json.loads(manifest.read_text())["configurations"]
+        found = [(path / c["run_dir"], c["label"], c["axes"], c["standard"]) for c in configurations]
+        return [entry for entry in found if (entry[0] / "config.yaml").exists()]
+    if (path / "config.yaml").exists():
+        return [(path, path.name, {}, standard_scheme(path))]
+    return [(c.parent, str(c.parent.relative_to(path)), {}, False) for c in sorted(path.rglob("config.yaml"))]
+
+
 def discover_runs(paths: list[str | Path]) -> list[RunInfo]:
     """Run directories under ``paths`` (a sweep directory with ``sweep.json``, or run directories)."""
-    runs: list[RunInfo] = []
-    for path in map(Path, paths):
-        manifest = path / "sweep.json"
-        if manifest.exists():
-            for c in json.loads(manifest.read_text())["configurations"]:
-                run_dir = path / c["run_dir"]
-                if (run_dir / "config.yaml").exists():
-                    runs.append(_run_info(run_dir, c["label"], c["axes"], c["standard"]))
-        elif (path / "config.yaml").exists():
-            runs.append(_run_info(path, path.name))
-        else:
-            for config in sorted(path.rglob("config.yaml")):
-                runs.append(_run_info(config.parent, str(config.parent.relative_to(path))))
+    runs = [_run_info(*entry) for path in paths for entry in find_run_dirs(path)]
     if not runs:
         raise FileNotFoundError(f"no run directories (with config.yaml) under {[str(p) for p in paths]}")
     return runs
@@ -139,6 +152,8 @@ def gap_rows(runs: list[RunInfo], baseline: str = "cold", margin: float = 1.0) -
 
 
 def strategy_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
+    """Per configuration x strategy with finished arms: seed means of the accuracies (%) with 95%
+    t-intervals clipped to [0, 100], compute totals, and how soon the arm reaches cold."""
     rows = []
     for run in runs:
         for strategy in sorted({s for s, _ in run.arms}):
@@ -153,36 +168,50 @@ def strategy_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
                 "seeds": len(arms),
             }
             for metric, (_, value) in METRICS.items():
-                mean, low, high = t_interval([100 * value(r) for r in arms.values()])
+                mean, low, high = accuracy_interval([100 * value(r) for r in arms.values()])
                 row.update({f"{metric}_mean": mean, f"{metric}_ci_low": low, f"{metric}_ci_high": high})
-            row["steps"] = float(np.mean([sum(p["steps"] for p in r) for r in arms.values()]))
-            row["train_seconds"] = float(np.mean([sum(p["train_seconds"] for p in r) for r in arms.values()]))
-            cold = run.complete_arms("cold")
-            if strategy != "cold" and cold:
-                reach = [steps_to_reach(arms[s], cold[s]) for s in arms if s in cold]
-                flat = [x for per_seed in reach for x in per_seed[1:]]  # phases after the first
-                row["steps_to_reach_cold"] = (
-                    float(np.mean([x for x in flat if x is not None])) if any(x is not None for x in flat) else None
-                )
-                row["phases_reaching_cold"] = f"{sum(x is not None for x in flat)}/{len(flat)}"
+            row["steps"] = _mean_total(arms.values(), "steps")
+            row["train_seconds"] = _mean_total(arms.values(), "train_seconds")
+            row.update(_reach_cold(run, strategy, arms))
             rows.append(row)
     return rows
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if abs(value) < 1e-9:
-            return "0.00"
-        return f"{value:.4g}" if abs(value) < 1e-2 else f"{value:.2f}"
-    return str(value)
+def _mean_total(arms: Any, key: str) -> float | None:
+    """The seed mean of an arm's total ``key`` over phases; None where a record lacks it (Hub rows)."""
+    totals = [sum(p[key] for p in records) for records in arms if all(key in p for p in records)]
+    return float(np.mean(totals)) if totals and len(totals) == len(arms) else None
 
 
-def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+def _reach_cold(run: RunInfo, strategy: str, arms: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``steps_to_reach_cold`` and ``phases_reaching_cold`` (none for cold, nor without curves)."""
+    cold = run.complete_arms("cold")
+    if strategy == "cold" or not cold:
+        return {}
+    if not any(p.get("curve") for records in arms.values() for p in records):
+        return {"steps_to_reach_cold": None, "phases_reaching_cold": None}
+    reach = [steps_to_reach(arms[s], cold[s]) for s in arms if s in cold]
+    flat = [x for per_seed in reach for x in per_seed[1:]]  # phases after the first
+    hits = [x for x in flat if x is not None]
+    return {
+        "steps_to_reach_cold": float(np.mean(hits)) if hits else None,
+        "phases_reaching_cold": f"{len(hits)}/{len(flat)}",
+    }
+
+
+def strategy_lines(runs: list[RunInfo], margin: float = 1.0) -> dict[str, list[dict[str, Any]]]:
+    """Per configuration label, :func:`strategy_rows` joined with each strategy's gaps to cold
+    (``gap_final`` and ``gap_average``: :func:`gap_rows` rows): the lines of the pages' tables."""
+    gaps = {
+        (g["configuration"], g["comparison"].split(" - ")[0], g["metric"]): g for g in gap_rows(runs, margin=margin)
+    }
+    lines: dict[str, list[dict[str, Any]]] = {run.label: [] for run in runs}
+    for row in strategy_rows(runs):
+        key = (row["configuration"], row["strategy"])
+        lines[row["configuration"]].append(
+            {**row, "gap_final": gaps.get((*key, "final")), "gap_average": gaps.get((*key, "average"))}
+        )
+    return lines
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -268,88 +297,127 @@ FIG3_COLUMNS = [
 ]
 
 
+REPORT_COLUMNS = [
+    "strategy",
+    "optimizer_state",
+    "seeds",
+    "final_test_accuracy",
+    "avg_incremental_test_accuracy",
+    "gap_vs_cold_final",
+    "verdict_final",
+    "gap_vs_cold_avg",
+    "verdict_avg",
+    "steps",
+    "train_seconds",
+    "steps_to_reach_cold",
+    "phases_reaching_cold",
+]
+
+
 def write_study_report(paths: list[str | Path], out_dir: str | Path | None = None, margin: float = 1.0) -> Path:
     """Write Fig. 1 (one per setting), Fig. 2 (and Fig. 3 for finetuning runs), the gap and strategy
-    tables, and for pretraining runs Fig. 4 and the alignment table; return the folder."""
+    tables, and for pretraining runs Fig. 4 and the alignment table; ``report.md`` embeds the figures
+    and ``report.html`` (self-contained) shows the same sections. Return the folder."""
     runs = discover_runs(paths)
     out = Path(out_dir) if out_dir else Path(paths[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
     pretraining = [r for r in runs if r.task == "mae_pretrain"]  # judged by probe loss, not accuracy
     accuracy = [r for r in runs if r.task != "mae_pretrain"]
-    text = [
-        "# Study report\n",
-        f"Runs: {', '.join(str(p) for p in paths)}. Gaps are paired by seed, in accuracy points; intervals are "
-        f"95% t-intervals; the verdict uses two one-sided tests at a margin of {margin} point(s).\n",
-        *(_accuracy_sections(accuracy, out, margin) if accuracy else []),
-        *fig4_section([(r.label, r.run_dir) for r in pretraining], out),
+    intro = [
+        f"Runs: {', '.join(str(p) for p in paths)}. Accuracies in %, means over seeds with 95% t-intervals "
+        "(clipped to [0, 100]); gaps are paired by seed, in accuracy points; the verdict uses two one-sided tests "
+        f"at a margin of {margin} point(s).",
+        "Steps and train time are totals over the phases; steps to reach cold: the mean first step (phases after the "
+        "first) at which the arm reaches cold's end-of-phase accuracy. Per-row data: gaps.csv, strategies.csv.",
     ]
+    sections = _accuracy_sections(accuracy, out, margin) if accuracy else []
+    fig4 = fig4_section([(r.label, r.run_dir) for r in pretraining], out)
+    text = ["# Study report\n", *(f"{line}\n" for line in intro), *markdown_sections(sections), *_embed_figures(fig4)]
     atomic_write_text(out / "report.md", "\n".join(text))
+    html_sections = sections + _fig4_page_section(fig4, out)
+    atomic_write_text(out / "report.html", render_html("Study report", intro, html_sections))
     return out
 
 
-def _accuracy_sections(runs: list[RunInfo], out: Path, margin: float) -> list[str]:
-    """The gap and strategy tables, Figs. 1-3 (written to ``out``), as report.md sections."""
-    gaps = gap_rows(runs, margin=margin)
-    strategies = strategy_rows(runs)
+def _accuracy_sections(runs: list[RunInfo], out: Path, margin: float) -> list[Section]:
+    """One section per setting (its Fig. 1 and a strategy table per scenario), then Fig. 2 and Fig. 3;
+    the figures, gaps.csv, strategies.csv and fig3.csv are written to ``out``."""
+    lines = strategy_lines(runs, margin)
+    atomic_write_text(out / "gaps.csv", _csv(gap_rows(runs, margin=margin)))
+    atomic_write_text(out / "strategies.csv", _csv(strategy_rows(runs)))
     groups: dict[str, list[RunInfo]] = defaultdict(list)
     for run in runs:
         groups[run.group].append(run)
-    figures = []
+    sections = []
     for index, (group, members) in enumerate(sorted(groups.items(), key=lambda g: not any(r.standard for r in g[1]))):
         name = "fig1.png" if index == 0 else f"fig1-{index:02d}.png"
         plot_fig1(members, out / name)
-        figures.append((name, group))
-    plot_fig2(gaps, out / "fig2.png")
-    gap_columns = [
-        "configuration",
-        "scenario",
-        "standard",
-        "comparison",
-        "metric",
-        "n",
-        "mean",
-        "ci_low",
-        "ci_high",
-        "tost_p",
-        "verdict",
-    ]
-    strategy_columns = [
-        "configuration",
-        "scenario",
-        "strategy",
-        "optimizer_state",
-        "seeds",
-        "final_mean",
-        "final_ci_low",
-        "final_ci_high",
-        "average_mean",
-        "steps",
-        "train_seconds",
-        "steps_to_reach_cold",
-        "phases_reaching_cold",
-    ]
-    atomic_write_text(out / "gaps.csv", _csv(gaps))
-    atomic_write_text(out / "strategies.csv", _csv(strategies))
+        sections.append(_setting_section(group, members, lines, Figure(out / name, f"Fig. 1: {group}")))
+    (out / "fig2.png").unlink(missing_ok=True)  # plot_fig2 draws nothing without warm and cold: no stale figure
+    plot_fig2(gap_rows(runs, margin=margin), out / "fig2.png")
+    if (out / "fig2.png").exists():
+        caption = "Fig. 2: warm - cold, final test accuracy, per configuration (red: the standard scheme)"
+        sections.append(Section("Gap per configuration", [], [Figure(out / "fig2.png", caption)]))
     fig3 = fig3_rows(runs, margin)
     if fig3:
         atomic_write_text(out / "fig3.csv", _csv(fig3))
         plot_fig3(fig3, out / "fig3.png")
-    fig3_section = [
-        "## Fig. 3: finetuning, average test accuracy over phases\n",
-        "Means over seeds (%) with 95% t-intervals; `gap`: warm - cold paired by seed (points).\n",
-        _markdown(fig3, FIG3_COLUMNS),
+        note = "Means over seeds (%) with 95% t-intervals; `gap`: warm - cold paired by seed (points)."
+        caption = "Fig. 3: finetuning, warm vs cold per dataset, with and without augmentation"
+        table = dict_table(fig3, FIG3_COLUMNS)
+        figure = Figure(out / "fig3.png", caption)
+        sections.append(
+            Section("Fig. 3: finetuning, average test accuracy over phases", [table], [figure], notes=[note])
+        )
+    return sections
+
+
+def _setting_section(group: str, members: list[RunInfo], lines: dict, figure: Figure) -> Section:
+    """A setting's section: what it ran, a strategy table per run (scenario), and its Fig. 1. An
+    optimizer-state policy shared by every arm is stated once, not repeated on every row."""
+    members = sorted(members, key=lambda r: r.scenario != "data")
+    policies = {line["optimizer_state"] for r in members for line in lines[r.label]}
+    columns = [c for c in REPORT_COLUMNS if c != "optimizer_state" or len(policies) > 1]
+    sort = ("final_test_accuracy", "descending")
+    tables = [strategy_table(lines[r.label], columns, sort, _run_title(r, group)) for r in members]
+    facts = [
+        ("dataset", ", ".join(sorted({r.dataset for r in members}))),
+        ("task", ", ".join(sorted({r.task for r in members}))),
+        ("scenario", ", ".join(r.scenario for r in members)),
+        ("phases", ", ".join(sorted({str(r.num_phases) for r in members}))),
+        *([("optimizer state", policies.pop())] if len(policies) == 1 else []),
+        ("run", ", ".join(str(r.run_dir) for r in members)),
     ]
-    return [
-        "## Gaps against cold\n",
-        _markdown(gaps, gap_columns),
-        *(fig3_section if fig3 else []),
-        "## Strategies\n",
-        "Accuracies in %, means over seeds; `steps` and `train_seconds` are totals over the phases; "
-        "`steps_to_reach_cold`: mean first step (phases after the first) at which the arm reaches cold's "
-        "end-of-phase accuracy.\n",
-        _markdown(strategies, strategy_columns),
-        "## Figures\n",
-        *[f"- `{name}`: {group}\n" for name, group in figures],
-        "- `fig2.png`: warm - cold, final test accuracy, per configuration\n",
-        *(["- `fig3.png`: finetuning, warm vs cold per dataset, with and without augmentation\n"] if fig3 else []),
-    ]
+    return Section(group, tables, [figure], facts, any(r.standard for r in members))
+
+
+def _run_title(run: RunInfo, group: str) -> str:
+    return run.label if run.label != group else ""
+
+
+def _embed_figures(markdown: list[str]) -> list[str]:
+    """Markdown figure lists (``- `fig.png`: caption``) as embedded images."""
+    return [f"![{m[2]}]({m[1]})\n" if (m := FIGURE_ITEM.match(line)) else line for line in markdown]
+
+
+def _fig4_page_section(markdown: list[str], out: Path) -> list[Section]:
+    """Fig. 4 (written by fig4_section) for the page: its figures and the alignment table."""
+    figures = [Figure(out / m[1], m[2]) for line in markdown if (m := FIGURE_ITEM.match(line))]
+    if not figures:
+        return []
+    with (out / "alignment.csv").open() as handle:
+        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    table = dict_table(rows, list(rows[0]) if rows else [], decimals=5)
+    return [Section("Fig. 4: pretraining loss and aligned checkpoints", [table], figures)]
+
+
+def _number(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+FIGURE_ITEM = re.compile(r"^- `([^`]+\.png)`: (.*?)\s*$")
