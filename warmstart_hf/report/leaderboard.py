@@ -1,6 +1,7 @@
 """The project's self-hosted leaderboard: a results dataset on the Hub plus markdown/HTML tables.
 
-The Hub's model-index leaderboards are gone (REFERENCES 7), so results are collected here: one row
+The Hub builds leaderboards only for registered benchmark datasets (https://huggingface.co/docs/hub/eval-results),
+not from a card's ``model-index``, so results are collected here: one row
 per arm x phase (dataset, scenario, strategy, seed, phase, metrics, recipe hash, code version) from
 run directories or from the cards of pushed arm repos (their ``warmstart_hf`` metadata), pushed as a
 ``datasets`` dataset, and turned into a table of final and average-incremental test accuracy with
