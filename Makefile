@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
 
-.PHONY: install demo test lint clean gpu-wheels
+.PHONY: install demo test docs lint clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,12 +21,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m ruff check warmstart_hf scripts tests
 	$(OFFLINE) $(PY) -m pytest -q
+	$(MAKE) docs
+
+# The manual (docs/, mkdocs.yml) into the git-ignored site/; --strict fails on a broken link or a missing page.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache
 
-# Wheels for a GPU machine that has torch, accelerate, timm and peft but not the rest (see README,
-# Performance): the versions this venv runs, for CPython 3.12 on x86-64, into .whl/ (git-ignored).
+# Wheels for a GPU machine that has torch, accelerate, timm and peft but not the rest (see
+# docs/performance.md): the versions this venv runs, for CPython 3.12 on x86-64, into .whl/ (git-ignored).
 GPU_WHEELS := datasets dill multiprocess evaluate transformers huggingface_hub fsspec
 gpu-wheels: $(STAMP)
 	mkdir -p .whl

@@ -8,7 +8,7 @@
 # Each benchmark appends its table to OUT_DIR/throughput.md and its JSON line to throughput.jsonl
 # (scripts/benchmark.py: images/s of the project's path and of a plain loop, interleaved, overhead by
 # part, peak memory per phase, host synchronisations per step). On a machine without `datasets`, carry wheels
-# (`make gpu-wheels`, then see the README's Performance section).
+# (`make gpu-wheels`, then see docs/performance.md).
 set -euo pipefail
 out=${1:?usage: gpu_throughput.sh OUT_DIR}
 mkdir -p "$out"

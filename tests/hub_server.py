@@ -612,3 +612,28 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(206, content[start : end + 1], headers)
             return
         self._send(200, content, headers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the local Hub in the foreground, so a user can try pushing without network
+    (``python tests/hub_server.py --port 8765``); the repos live in memory until Ctrl-C."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="An in-memory Hugging Face Hub on 127.0.0.1, to try pushes offline.")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on (0: a free one; default 8765)")
+    server = HubServer(parser.parse_args(argv).port)
+    print(
+        f"Local Hub at {server.url} (in memory; Ctrl-C stops it). In the shell that pushes, set:\n"
+        f"  export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1 HF_HUB_OFFLINE=0 HF_TOKEN=local",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

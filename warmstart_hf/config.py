@@ -386,7 +386,7 @@ class IncrementalArguments:
 @dataclass
 class StrategyArguments:
     """Options of the between-phase strategies. Each strategy's docstring says which ones it reads
-    and which published variant each value reproduces (README, 'Strategies')."""
+    and which published variant each value reproduces (docs/strategies.md)."""
 
     optimizer_state: Literal["reset", "carry"] | None = field(
         default=None,
@@ -640,7 +640,7 @@ _HELP_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "strategy",
-        "Which arms run, and what each does between phases (README, 'Strategies').",
+        "Which arms run, and what each does between phases (docs/strategies.md).",
         ("strategies", *_init_fields(StrategyArguments)),
     ),
     (
@@ -788,7 +788,7 @@ def _unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:
     hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
     return ConfigError(
         f"Unknown recipe key `{key}` in {where}.{hint} Fix: remove it or use one of the documented fields "
-        f"(see README, 'Recipe fields', or run the script with --help)."
+        f"(see docs/recipes.md, or run the script with --help)."
     )
 
 

@@ -1,9 +1,9 @@
 """Batched data augmentation on the training device.
 
 Each transform draws its randomness per sample but works on the whole ``(B, C, H, W)`` uint8 batch
-at once (the airbench way): on a GPU the per-sample PIL path would dominate the step time, and on
-CPU it costs ~0.35 ms per image against ~0.03 ms here (REFERENCES 7). torchvision.transforms.v2
-applies one random draw to a whole batch, so it cannot be used for per-sample crops and flips.
+at once (as Keller Jordan's airbench does): on a GPU the per-sample PIL path would dominate the step
+time. torchvision.transforms.v2 applies one random draw to a whole batch, so it cannot be used for
+per-sample crops and flips.
 Randomness comes from torch's global generator, which the Trainer seeds per phase from the run's
 master seed and saves in every checkpoint, so an interrupted phase resumes with the same draws.
 """

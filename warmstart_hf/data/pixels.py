@@ -1,7 +1,8 @@
 """Decode images once into fixed-size uint8 tensors, the format every phase trains from.
 
 Training reads an ``Array3D``-typed column with torch formatting: whole uint8 arrays, not per-row
-nested lists, which REFERENCES 7 measured at 0.39x the speed of a plain tensor loop.
+nested lists (datasets' guide "Use with PyTorch", N-dimensional arrays:
+https://huggingface.co/docs/datasets/use_with_pytorch).
 """
 
 from __future__ import annotations

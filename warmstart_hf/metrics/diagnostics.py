@@ -1,5 +1,6 @@
-"""Plasticity diagnostics (REFERENCES 5), computed at the end of each phase on a fixed sample of the
-phase's training images (the classes seen so far, without augmentation), as Dohare et al. do.
+"""Plasticity diagnostics (Dohare et al. 2024, Nature; DASH, Shin et al. 2024), computed at the end
+of each phase on a fixed sample of the phase's training images (the classes seen so far, without
+augmentation), as Dohare et al. do.
 
 - dormant units (Dohare et al.: 1,000 samples, threshold 0.01): the fraction of units (channels of
   every ReLU output) whose fraction of non-zero (sample x position) entries is below 1%;

@@ -1,7 +1,7 @@
-"""Per-phase metrics (REFERENCES 4): accuracy over seen classes with the full head and with masked
-logits, over the whole test set, per chunk or class group (a row of the accuracy matrix R[i, j]),
-and the end-of-phase train accuracy and loss (one pass without augmentation, not a mean over
-epochs, which is a quirk of the DASH code)."""
+"""Per-phase metrics (as Dohare et al. 2024 and the DASH code report them): accuracy over seen
+classes with the full head and with masked logits, over the whole test set, per chunk or class group
+(a row of the accuracy matrix R[i, j]), and the end-of-phase train accuracy and loss (one pass
+without augmentation, not a mean over epochs, which is a quirk of the DASH code)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 ``save_pretrained`` / ``from_pretrained`` and the Hub work unchanged.
 
 ``TimmWrapperForImageClassification`` would re-initialize timm's weights with the HF scheme when
-built from a config (REFERENCES 7), which changes what "cold start" means; this wrapper keeps
-timm's own initialization (``_init_weights`` does nothing) and takes uint8 or float images,
+built from a config (its ``_init_weights`` applies ``PreTrainedModel._init_weights``; transformers'
+models/timm_wrapper/modeling_timm_wrapper.py), which changes what "cold start" means; this wrapper
+keeps timm's own initialization (``_init_weights`` does nothing) and takes uint8 or float images,
 normalizing them on the device with the recorded per-channel statistics.
 
 Loading this format needs this package imported (its model type is registered here), so a phase
@@ -63,7 +64,7 @@ class TimmImageClassifier(PreTrainedModel):
     main_input_name = "pixel_values"
     # The loss is a per-batch mean. Without this the Trainer (seeing **kwargs in forward) assumes the
     # model normalises by num_items_in_batch: it skips the division by gradient-accumulation steps and
-    # multiplies the loss by the number of processes (REFERENCES 7).
+    # multiplies the loss by the number of processes (transformers' Trainer: model_accepts_loss_kwargs).
     accepts_loss_kwargs = False
 
     def __init__(self, config: TimmClassifierConfig):

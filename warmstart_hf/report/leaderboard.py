@@ -1,6 +1,7 @@
 """The project's self-hosted leaderboard: a results dataset on the Hub plus markdown/HTML pages.
 
-The Hub's model-index leaderboards are gone (REFERENCES 7), so results are collected here: one row
+The Hub builds leaderboards only for registered benchmark datasets (https://huggingface.co/docs/hub/eval-results),
+not from a card's ``model-index``, so results are collected here: one row
 per arm x phase (dataset, scenario, strategy, seed, phase, metrics, recipe hash, code version) from
 run or sweep directories or from the cards of pushed arm repos (their ``warmstart_hf`` metadata),
 pushed as a ``datasets`` dataset, and turned into one section per experiment (dataset, scenario, run,

@@ -4,8 +4,8 @@ The loop (``warmstart_hf/loop.py``) runs arms x phases, resume, results, checkpo
 task says what a phase trains and how it is judged: how the data is prepared, how the phase model
 is built, drawn afresh or loaded, what the Trainer needs (collator, batched augmentation, loss
 options, per-epoch evaluation), and which metrics and diagnostics the phase's record holds. The loop
-never branches on a task's name. Tasks now: ``classification`` (from scratch) and ``finetune`` (from
-a pretrained network); next: ``mae_pretrain``, ``linear_probe``.
+never branches on a task's name. The registered tasks: ``classification`` (from scratch), ``finetune``
+(from a pretrained network), ``mae_pretrain``, ``linear_probe`` and ``mae_finetune``.
 """
 
 from __future__ import annotations
