@@ -356,7 +356,7 @@ def _accuracy_sections(runs: list[RunInfo], out: Path, margin: float) -> list[Se
     (out / "fig2.png").unlink(missing_ok=True)  # plot_fig2 draws nothing without warm and cold: no stale figure
     plot_fig2(gap_rows(runs, margin=margin), out / "fig2.png")
     if (out / "fig2.png").exists():
-        caption = "Fig. 2: warm - cold, final test accuracy, per configuration (red: the standard scheme)"
+        caption = "Fig. 2: warm - cold, final test accuracy, per configuration (standard scheme: bold diamond)"
         sections.append(Section("Gap per configuration", [], [Figure(out / "fig2.png", caption)]))
     fig3 = fig3_rows(runs, margin)
     if fig3:
