@@ -54,7 +54,7 @@ def test_benchmark_interleaves_the_paths_and_reports_every_field(tiny_recipe, tm
     steady = [p["images_per_second"] for p in median[1:]]  # the first phase pays the warm-up
     chosen = pairs[result["median_pair"]]["project_images_per_second"]
     assert min(steady) - 0.5 <= chosen <= max(steady) + 0.5
-    assert result["precision"] == "fp32" and result["plain_compile"] is None
+    assert result["precision"] == "fp32" and result["plain_compile"] is None and result["strategy"] == "warm"
     assert result["host_syncs_per_step"] is None  # counted with CUDA's sync debug mode, on a GPU only
     assert result["fast_path"] == {"channels_last": False, "fused_optimizer": False, "torch_compile": None}
     assert len(result["load_average"]) == 2
@@ -89,6 +89,8 @@ def test_benchmark_refuses_a_count_that_cannot_measure(tiny_recipe, tmp_path, ca
     recipe.write_text(yaml.safe_dump(tiny_recipe))
     assert main_benchmark([str(recipe), "--pairs", "0"]) == 2
     assert "--pairs 0" in capsys.readouterr().err
+    assert main_benchmark([str(recipe), "--strategy", "no_such_strategy"]) == 2  # checked as a recipe's strategies
+    assert "no_such_strategy" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -101,11 +103,13 @@ def test_benchmark_covers_a_task_without_labels(tmp_path, capsys):
     path = tmp_path / "mae.yaml"
     path.write_text(yaml.safe_dump({**recipe, **shrink, "num_phases": 2, "output_dir": str(tmp_path / "runs")}))
     argv = [str(path), "--device", "cpu", "--pairs", "1", "--min_seconds", "0.2", "--plain_compile", "default"]
+    argv += ["--strategy", "cold"]  # any registered strategy as the project arm
     argv += ["--fused_optimizer", "true"]
     assert main_benchmark(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["plain_images_per_second"] > 0 and [p["phase"] for p in result["phases"]] == [0, 1]
     assert result["plain_compile"] == "default" and result["fast_path"]["fused_optimizer"]
+    assert result["strategy"] == "cold"
 
 
 def test_host_sync_counter_counts_within_steps_not_at_epoch_end(monkeypatch):

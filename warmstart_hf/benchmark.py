@@ -137,8 +137,9 @@ def _synchronize(device: torch.device) -> None:
 
 
 def project_phases(config: RecipeConfig) -> tuple[list[dict[str, Any]], float | None]:
-    """The real loop on the recipe (a warm arm, in a scratch directory): its phase records, and (CUDA)
-    the host synchronisations per training step, counted by a callback every phase's trainer gets."""
+    """The real loop on the recipe (one arm: the recipe's first strategy, which the benchmark sets from
+    ``--strategy``; in a scratch directory): its phase records, and (CUDA) the host synchronisations
+    per training step, counted by a callback every phase's trainer gets."""
     counter = HostSyncCounter()
 
     class CountingPhaseTrainer(PhaseTrainer):  # measurement only: the loop's own trainer plus the counter
@@ -150,12 +151,13 @@ def project_phases(config: RecipeConfig) -> tuple[list[dict[str, Any]], float | 
     with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch, counting:
         config = dataclasses.replace(config)
         config.training = dataclasses.replace(config.training, output_dir=scratch, run_name="benchmark")
-        config.incremental = dataclasses.replace(config.incremental, strategies=["warm"])
+        strategy = config.incremental.strategies[0]
+        config.incremental = dataclasses.replace(config.incremental, strategies=[strategy])
         try:
             run_dir = loop.run_experiment(config)
         finally:
             counter.close()
-        lines = (Path(run_dir) / f"warm-seed{config.training.seed}" / "results.jsonl").read_text().splitlines()
+        lines = (Path(run_dir) / f"{strategy}-seed{config.training.seed}" / "results.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines], counter.per_step()
 
 
@@ -190,6 +192,7 @@ def run_benchmark(
         "precision": "bf16" if config.training.bf16 else "fp32",
         "fast_path": _fast_path(config),
         "plain_compile": compile_mode,
+        "strategy": config.incremental.strategies[0],
         **ratio_statistics([pair["ratio"] for pair in measured]),
         "plain_images_per_second": _median([run.images_per_second for run in plain_runs]),
         "project_images_per_second": _median([pair["project_images_per_second"] for pair in measured]),
@@ -318,7 +321,8 @@ def _summary_line(result: dict[str, Any]) -> str:
     plain_seconds = [run["seconds"] for run in result["plain_runs"]]
     load = " -> ".join(str(v) for v in result["load_average"])
     return (
-        f"recipe {result['recipe']} on {result['device']}, {result['precision']}, fast path {result['fast_path']}: "
+        f"recipe {result['recipe']} ({result['strategy']} arm) on {result['device']}, {result['precision']}, "
+        f"fast path {result['fast_path']}: "
         f"ratio {result['ratio']:.2f} (median of {len(result['pairs'])} interleaved pairs, {spread}); "
         f"project {result['project_images_per_second']:.0f} img/s, plain loop{compiled} "
         f"{result['plain_images_per_second']:.0f} img/s (medians; plain runs of "

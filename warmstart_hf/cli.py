@@ -125,13 +125,16 @@ def _report_unpushed(run_dir: str | Path, then: str) -> int:
 
 
 def main_benchmark(argv: list[str] | None = None) -> int:
-    """``benchmark.py RECIPE [--device cpu|cuda] [--pairs N] [--min_seconds S] [--plain_compile MODE]
-    [--field value ...]``: prints a table and one JSON line (warmstart_hf/benchmark.py)."""
+    """``benchmark.py RECIPE [--device cpu|cuda] [--strategy NAME] [--pairs N] [--min_seconds S]
+    [--plain_compile MODE] [--field value ...]``: prints a table and one JSON line (warmstart_hf/benchmark.py)."""
     import argparse
     import json
 
     parser = argparse.ArgumentParser(prog="benchmark.py", description=main_benchmark.__doc__)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--strategy", default="warm", help="the project arm's strategy (its cost against warm: run both)"
+    )
     parser.add_argument(
         "--pairs", type=int, default=6, help="interleaved plain/project pairs (6 or more give a 95%% interval)"
     )
@@ -149,7 +152,7 @@ def main_benchmark(argv: list[str] | None = None) -> int:
         from warmstart_hf.benchmark import format_table, run_benchmark
 
         _quiet_library_progress_bars()
-        argv = [*rest, "--use_cpu", str(args.device == "cpu").lower()]
+        argv = [*rest, "--use_cpu", str(args.device == "cpu").lower(), "--strategies", args.strategy]
         result = run_benchmark(argv, args.pairs, args.min_seconds, args.plain_compile)
         print(format_table(result))
         print(json.dumps(result))
