@@ -206,3 +206,26 @@ def test_a_redo_phase_resumed_mid_phase_equals_an_uninterrupted_one(tiny_recipe,
 def test_bad_redo_settings_fail_fast_naming_the_field(tiny_recipe, changes, named):
     with pytest.raises(ConfigError, match=named):
         parse_config(recipe={**tiny_recipe, **REDO, **changes})
+
+
+@pytest.mark.slow
+def test_two_processes_recycle_the_same_units_and_end_every_phase_with_identical_weights(tiny_recipe, tmp_path):
+    import yaml
+
+    from tests.conftest import REPO, launch_two_cpu_processes
+
+    recipe = {**tiny_recipe, **REDO, "redo_interval": 1}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "weights"
+    out.mkdir()
+    proc = launch_two_cpu_processes(REPO / "tests" / "rank_weights_probe.py", str(out), str(tmp_path / "tiny.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = _results(tmp_path / "runs" / "tiny")
+    # 64 examples per update over two ranks: 4, 6, 8 updates; recycles after updates 2, 3, ...
+    assert [[e["step"] for e in r["strategy_stats"]["recycles"]] for r in records] == [
+        list(range(2, n + 1)) for n in (4, 6, 8)
+    ]
+    assert sum(r["strategy_stats"]["units_recycled"] for r in records) > 0
+    for phase in range(3):
+        zero, one = (torch.load(out / f"rank{r}-redo-seed0-phase-{phase:02d}.pt") for r in (0, 1))
+        assert all(torch.equal(zero[k], one[k]) for k in zero), phase
