@@ -46,11 +46,11 @@ def _hand_set_block(model: OneBlock | None = None) -> OneBlock:
     return model
 
 
-def _images() -> torch.Tensor:
-    """Two 3x3 images, constant per channel: sample A (1, 2, 1, 4), sample B (1, -2, 1, 0)."""
+def _images(scale: float = 1.0) -> torch.Tensor:
+    """Two 3x3 images, constant per channel: sample A (1, 2, 1, 4), sample B (1, -2, 1, 0), times ``scale``."""
     a = torch.tensor([1.0, 2.0, 1.0, 4.0]).view(4, 1, 1).expand(4, 3, 3)
     b = torch.tensor([1.0, -2.0, 1.0, 0.0]).view(4, 1, 1).expand(4, 3, 3)
-    return torch.stack([a, b])
+    return torch.stack([a, b]) * scale
 
 
 def _step_once(model, optimizer):
@@ -78,8 +78,9 @@ def test_one_recycle_replaces_exactly_the_two_dormant_units(optimizer_name):
 
     # By hand, in eval mode: unit c is relu(gamma (x - mean) / sqrt(var + eps) + beta). Units 0 and 2
     # are 0 on both samples; unit 1 is (2/s, 0), unit 3 (4/s, 0) with s = sqrt(1 + 1e-5): mean |h|
-    # (0, 1/s, 0, 2/s), layer mean 0.75/s, scores (0, 4/3, 0, 8/3). tau 0.025: units 0 and 2.
-    event = recycle(model, _images(), 0.025, torch.Generator().manual_seed(SEED), optimizer)
+    # (0, 1/s, 0, 2/s), layer mean 0.75/s, scores (0, 4/3, 0, 8/3). tau 0.025: units 0 and 2. The
+    # score is scale-free: at 1/100 of the input the live units' mean |h| is <= 0.02, yet they stay.
+    event = recycle(model, _images(0.01), 0.025, torch.Generator().manual_seed(SEED), optimizer)
 
     assert event["recycled"] == {"block.act1": [0, 2]}
     assert event["units_recycled"] == 2 and event["num_units"] == 4
