@@ -11,12 +11,14 @@ from safetensors.torch import load_file
 from timm.models.resnet import BasicBlock
 from torch import nn
 
+from tests import test_finetune
 from warmstart_hf.config import ConfigError, parse_config
 from warmstart_hf.loop import MEASURED_FIELDS, run_experiment
 from warmstart_hf.strategies.redo import recycle
 from warmstart_hf.trainer import PhaseTrainer
 
 SEED = 1234
+pretrained_dir, finetune_recipe = test_finetune.pretrained_dir, test_finetune.finetune_recipe  # fixtures
 
 
 class OneBlock(nn.Module):
@@ -230,3 +232,21 @@ def test_two_processes_recycle_the_same_units_and_end_every_phase_with_identical
     for phase in range(3):
         zero, one = (torch.load(out / f"rank{r}-redo-seed0-phase-{phase:02d}.pt") for r in (0, 1))
         assert all(torch.equal(zero[k], one[k]) for k in zero), phase
+
+
+@pytest.mark.slow
+def test_redo_finetunes_a_pretrained_resnet_in_the_evaluation_view(finetune_recipe):
+    run_dir = run_experiment(parse_config(recipe={**finetune_recipe, **REDO, "redo_interval": 1}))
+    records = _results(run_dir)
+    # 1 epoch of 80, 160, 240 examples at 32: 3, 5, 8 updates; recycles after updates 2, 3, ...
+    assert [[e["step"] for e in r["strategy_stats"]["recycles"]] for r in records] == [
+        list(range(2, n + 1)) for n in (3, 5, 8)
+    ]
+    layers = {name for r in records for e in r["strategy_stats"]["recycles"] for name in e["recycled"]}
+    assert layers and all(name.startswith("timm_model.layer") and name.endswith(".act1") for name in layers)
+
+
+@pytest.mark.parametrize("mode", ["lora", "linear"])
+def test_redo_refuses_a_frozen_backbone(finetune_recipe, mode):
+    with pytest.raises(ConfigError, match=f"`redo`.*finetune_mode.*{mode}"):
+        parse_config(recipe={**finetune_recipe, **REDO, "finetune_mode": mode})
