@@ -136,6 +136,14 @@ def test_tau_zero_recycles_only_exact_zeros_and_a_silent_layer_is_recycled_whole
     assert event["recycled"] == {"block.act1": [0, 1, 2, 3]}
 
 
+def test_a_bf16_channels_last_model_recycles_the_same_units():
+    model = _hand_set_block().to(torch.bfloat16).to(memory_format=torch.channels_last)
+    event = recycle(model, _images().to(torch.bfloat16), 0.025, torch.Generator().manual_seed(SEED))
+    assert event["recycled"] == {"block.act1": [0, 2]}
+    assert model.block.conv1.weight.dtype == torch.bfloat16
+    assert torch.equal(model.block.conv2.weight[:, [0, 2]].float(), torch.zeros(4, 2, 3, 3))
+
+
 def _results(run_dir, arm="redo-seed0"):
     return [json.loads(line) for line in (run_dir / arm / "results.jsonl").read_text().splitlines()]
 
