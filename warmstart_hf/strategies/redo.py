@@ -226,7 +226,7 @@ class ReDo(Strategy):
     each recycle's step, units per layer, dormant fraction before and after. Optimizer: reset unless
     ``optimizer_state: carry``."""
 
-    reference = "ReDo, Sokar et al. 2023 (google/dopamine labs/redo: interval 1000, tau 0.025, score batch 256)"
+    reference = "ReDo, Sokar et al. 2023 (paper: every 1000 updates, tau 0.025; dopamine labs/redo: score batch 256)"
     tasks = ("classification", "finetune")
 
     def prepare(self, ctx: PhaseContext) -> PhaseStart:
