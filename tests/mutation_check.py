@@ -799,6 +799,25 @@ FIGURE_MUTATIONS = [
 ]
 MUTATIONS += FIGURE_MUTATIONS
 
+REDO_TEST = T + "test_redo.py::test_one_recycle_replaces_exactly_the_two_dormant_units"
+REDO_MUTATIONS = [
+    _m(
+        "redo: the score is not normalized by the layer's mean",
+        "warmstart_hf/strategies/redo.py",
+        "    return activity / (activity.mean() + EPSILON)",
+        "    return activity",
+        REDO_TEST,
+    ),
+    _m(
+        "redo: the outgoing weights of a recycled unit are kept",
+        "warmstart_hf/strategies/redo.py",
+        "    units.conv_out.weight[:, mask] = 0\n",
+        "    pass\n",
+        REDO_TEST,
+    ),
+]
+MUTATIONS += REDO_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

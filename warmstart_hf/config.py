@@ -447,6 +447,17 @@ class StrategyArguments:
     ht_reset_epochs: int = field(
         default=10, metadata={"help": "hare_tortoise: reset the hare to the tortoise every N epochs."}
     )
+    # --- redo (ReDo, Sokar et al. 2023): recycle tau-dormant units ---
+    redo_interval: int = field(
+        default=1000, metadata={"help": "redo: score and recycle dormant units every N optimizer steps (paper: 1000)."}
+    )
+    redo_tau: float = field(
+        default=0.025,
+        metadata={"help": "redo: a unit is dormant when its normalized score s_i <= tau (paper: 0.025)."},
+    )
+    redo_score_batch_size: int = field(
+        default=256, metadata={"help": "redo: examples drawn from the data seen so far to score units (paper: 256)."}
+    )
 
 
 # Trainer settings the project changes from transformers' defaults; a recipe may override any of them.

@@ -362,6 +362,7 @@ def _phase_context(arm: _Arm, phase: int, model, train, checkpoint: str | None) 
         options=arm.config.strategy,
         previous_phase_dir=directory / f"phase-{phase - 1:02d}" if phase > 0 else None,
         resume_checkpoint=checkpoint,
+        eval_transform=arm.task.eval_transform(arm.data) if hasattr(arm.task, "eval_transform") else None,
     )
 
 

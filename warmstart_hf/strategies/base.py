@@ -37,6 +37,7 @@ class PhaseContext:
     options: StrategyArguments
     previous_phase_dir: Path | None = None  # where the previous phase's files are (for strategy state)
     resume_checkpoint: str | None = None  # the Trainer checkpoint an interrupted phase resumes from
+    eval_transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # the task's evaluation view of stored images
 
     def generator(self) -> torch.Generator:
         """A CPU generator seeded for this arm and phase (identical on every process)."""
