@@ -121,7 +121,9 @@ def test_options_fail_fast(tiny_recipe):
         parse_config(recipe={**tiny_recipe, "strategies": ["cbp"], "cbp_decay_rate": 1.0})
 
 
-CBP_TINY = {"strategies": ["cbp"], "cbp_replacement_rate": 0.05, "cbp_maturity_threshold": 2}
+# two phases of 4 and 8 steps; at width 0.125 the stem's 8 channels accrue 0.4 units a step
+CBP_TINY = {"strategies": ["cbp"], "num_phases": 2, "num_train_epochs": 1}
+CBP_TINY |= {"cbp_replacement_rate": 0.05, "cbp_maturity_threshold": 2}
 
 
 @pytest.mark.slow
@@ -133,12 +135,12 @@ def test_cbp_run_replaces_units_and_resumes_exactly(tiny_recipe, monkeypatch):
     reference = run_experiment(parse_config(recipe={**recipe, "run_name": "reference"}))
     records = _results(reference, "cbp-seed0")
     assert all(r["strategy_stats"]["cbp_replaced_total"] > 0 for r in records)
-    assert (reference / "cbp-seed0" / "phase-02" / "cbp_state.safetensors").exists()
+    assert (reference / "cbp-seed0" / "phase-01" / "cbp_state.safetensors").exists()
     original, calls = PhaseTrainer.training_step, {"n": 0}
 
     def interrupted(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 6 + 8:  # die at step 8 of phase 1 (after checkpoint-6)
+        if calls["n"] == 4 + 5:  # die at step 5 of phase 1 (after checkpoint-3)
             raise _Interrupt("simulated crash")
         return original(self, *args, **kwargs)
 
@@ -150,6 +152,6 @@ def test_cbp_run_replaces_units_and_resumes_exactly(tiny_recipe, monkeypatch):
     got = _results(resumed, "cbp-seed0")
     assert got[1]["resumed_from_checkpoint"] is True
     assert _without_timing(got) == _without_timing(records)
-    final_a = load_file(reference / "cbp-seed0" / "phase-02" / "model.safetensors")
-    final_b = load_file(resumed / "cbp-seed0" / "phase-02" / "model.safetensors")
+    final_a = load_file(reference / "cbp-seed0" / "phase-01" / "model.safetensors")
+    final_b = load_file(resumed / "cbp-seed0" / "phase-01" / "model.safetensors")
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
