@@ -155,3 +155,42 @@ def test_cbp_run_replaces_units_and_resumes_exactly(tiny_recipe, monkeypatch):
     final_a = load_file(reference / "cbp-seed0" / "phase-01" / "model.safetensors")
     final_b = load_file(resumed / "cbp-seed0" / "phase-01" / "model.safetensors")
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def _rank_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        net = _hand_set()
+        cbp = ContinualBackprop(net, rate=0.5, maturity=1, decay=0.9)
+        # each rank sees other features: alone, rank 0 would replace stem unit 1, rank 1 unit 0
+        for step in range(2):
+            _feed(cbp, [[4, 0], [1, 1], [2, 0]] if rank == 0 else [[0, 6], [1, 1], [2, 0]])
+            cbp.step(generator_seed=3)
+        torch.save({"model": net.state_dict(), "cbp": cbp.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_make_the_decision_of_the_mean_features(tmp_path):
+    from tests.test_interventions import _free_port
+
+    torch.multiprocessing.spawn(_rank_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    zero, one = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    torch.manual_seed(0)
+    net = _hand_set()
+    single = ContinualBackprop(net, rate=0.5, maturity=1, decay=0.9)
+    for _ in range(2):
+        _feed(single, [[2, 3], [1, 1], [2, 0]])  # the mean of the two ranks' features
+        single.step(generator_seed=3)
+    # stem utility: 0.2 x [2, 3] x [1, 0.5] = [0.4, 0.3] -> unit 1, as the mean decides
+    assert single.layers[0].ages.tolist() == [2, 0]
+    for got in (zero, one):
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in got["model"].items())
+        assert all(torch.allclose(v, single.state_dict()[k]) for k, v in got["cbp"].items())
