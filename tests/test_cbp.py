@@ -119,6 +119,15 @@ def test_options_fail_fast(tiny_recipe):
         parse_config(recipe={**tiny_recipe, "strategies": ["cbp"], "cbp_replacement_rate": 0.0})
     with pytest.raises(ConfigError, match="cbp_decay_rate"):
         parse_config(recipe={**tiny_recipe, "strategies": ["cbp"], "cbp_decay_rate": 1.0})
+    graphs = {"torch_compile": True, "torch_compile_mode": "reduce-overhead"}
+    with pytest.raises(ConfigError, match="`cbp`.*torch_compile_mode"):
+        parse_config(recipe={**tiny_recipe, "strategies": ["warm", "cbp"], **graphs})
+    parse_config(recipe={**tiny_recipe, "strategies": ["warm"], **graphs})  # only the cbp arm is refused
+
+
+def test_a_model_without_the_reference_layer_map_is_refused():
+    with pytest.raises(ConfigError, match="Strategy `cbp` has no layer map for Linear"):
+        ContinualBackprop(nn.Linear(2, 2), rate=0.5, maturity=1, decay=0.9)
 
 
 # two phases of 4 and 8 steps; at width 0.125 the stem's 8 channels accrue 0.4 units a step
@@ -169,7 +178,7 @@ def _rank_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         net = _hand_set()
         cbp = ContinualBackprop(net, rate=0.5, maturity=1, decay=0.9)
         # each rank sees other features: alone, rank 0 would replace stem unit 1, rank 1 unit 0
-        for step in range(2):
+        for _ in range(2):
             _feed(cbp, [[4, 0], [1, 1], [2, 0]] if rank == 0 else [[0, 6], [1, 1], [2, 0]])
             cbp.step(generator_seed=3)
         torch.save({"model": net.state_dict(), "cbp": cbp.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
