@@ -203,3 +203,26 @@ def test_two_processes_make_the_decision_of_the_mean_features(tmp_path):
     for got in (zero, one):
         assert all(torch.equal(v, net.state_dict()[k]) for k, v in got["model"].items())
         assert all(torch.allclose(v, single.state_dict()[k]) for k, v in got["cbp"].items())
+
+
+def test_the_recipe_resnet_gets_the_reference_layer_list_and_values():
+    import timm
+
+    from tests.conftest import REPO
+    from warmstart_hf.config import load_recipe_file
+
+    net = timm.create_model("resnet18_cifar", num_classes=100, width=0.25)
+    layers = ContinualBackprop(net, rate=1e-5, maturity=1000, decay=0.99).layers
+    blocks = [f"layer{s}.{b}.conv{c}" for s in range(1, 5) for b in range(2) for c in (1, 2)]
+    assert [la.name for la in layers] == ["conv1", *blocks]  # 17: no downsample conv, no classifier
+    assert [la.next for la in layers] == [la.conv for la in layers[1:]] + [net.fc]
+    assert all(la.norm.num_features == la.conv.out_channels == la.next.weight.shape[1] for la in layers)
+    assert layers[6].feature is net.layer2[0]  # a block's conv2 is judged by the block's output
+    recipe = load_recipe_file(REPO / "recipes/references/dohare_icifar100.yaml")
+    # lop/incremental_cifar/cfg/continual_backpropagation.json and ResGnT's decay_rate in the experiment
+    assert (recipe["cbp_replacement_rate"], recipe["cbp_maturity_threshold"], recipe["cbp_decay_rate"]) == (
+        1e-5,
+        1000,
+        0.99,
+    )
+    assert "cbp" in recipe["strategies"]
