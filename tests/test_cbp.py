@@ -125,6 +125,14 @@ def test_options_fail_fast(tiny_recipe):
     parse_config(recipe={**tiny_recipe, "strategies": ["warm"], **graphs})  # only the cbp arm is refused
 
 
+def test_the_optimizer_state_carries_by_default_as_in_the_reference():
+    from warmstart_hf.config import StrategyArguments
+    from warmstart_hf.strategies import create_strategy
+
+    assert create_strategy("cbp").carries_optimizer_state()
+    assert not create_strategy("cbp", StrategyArguments(optimizer_state="reset")).carries_optimizer_state()
+
+
 def test_a_model_without_the_reference_layer_map_is_refused():
     with pytest.raises(ConfigError, match="Strategy `cbp` has no layer map for Linear"):
         ContinualBackprop(nn.Linear(2, 2), rate=0.5, maturity=1, decay=0.9)

@@ -220,9 +220,11 @@ class ContinualBackpropStrategy(Strategy):
     """Warm start plus continual backpropagation during every phase's training (``cbp_replacement_rate``
     1e-5, ``cbp_maturity_threshold`` 1000, ``cbp_decay_rate`` 0.99: the incremental CIFAR-100 values).
     Unit ages and magnitudes carry across phases, as the reference's one ``ResGnT`` object lives through
-    all tasks. Optimizer: reset unless ``optimizer_state: carry`` (the reference carries)."""
+    all tasks, and so does the optimizer state unless ``optimizer_state: reset`` (the reference builds its
+    SGD once: momentum carries across tasks). The replaced units' momentum is kept, as the reference does."""
 
     reference = "Continual backprop, Dohare et al. 2024 (lop/algos/res_gnt.py; rate 1e-5, maturity 1000)"
+    default_optimizer_state = "carry"
     tasks = ("classification", "finetune")
 
     def __init__(self, options):
