@@ -234,3 +234,22 @@ def test_the_recipe_resnet_gets_the_reference_layer_list_and_values():
         0.99,
     )
     assert "cbp" in recipe["strategies"]
+
+
+@pytest.mark.slow
+def test_bf16_with_gradient_accumulation_replaces_at_the_reference_rate(tiny_recipe):
+    """The count of replaced units depends on the optimizer steps only: rate x channels a step once
+    mature, the fraction carried, across phases (rate 1/16 keeps the sums exact in floating point)."""
+    recipe = {**tiny_recipe, **CBP_TINY, "num_phases": 3, "cbp_replacement_rate": 0.0625}
+    recipe |= {"bf16": True, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 2}
+    records = _results(run_experiment(parse_config(recipe=recipe)), "cbp-seed0")
+    steps = [0]
+    for r in records:
+        steps.append(steps[-1] + r["steps"])
+    for phase, r in enumerate(records):
+        replaced = r["strategy_stats"]["cbp_replaced"]
+        for name, channels in (("conv1", 8), ("layer2.0.conv1", 16), ("layer4.1.conv2", 64)):
+            total = [int(0.0625 * channels * max(0, t - 2)) for t in steps[phase : phase + 2]]
+            assert replaced[name] == total[1] - total[0], (phase, name)
+        assert sum(replaced.values()) == r["strategy_stats"]["cbp_replaced_total"] > 0
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in records)
