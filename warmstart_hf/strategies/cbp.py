@@ -13,6 +13,8 @@ continual_backpropagation.json``: replacement_rate 1e-5, maturity_threshold 1000
   ReLU output) and conv2 (feature: the block's output, after the residual sum and the last ReLU). Each
   unit's "next layer" is the next convolution in that list (the last conv2's is the classifier), as in
   ``ResGnT.get_weight_layers``: the residual path is ignored. The classifier's units are never replaced.
+  (A torchvision-style stem with a max-pool, as the finetuned ImageNet ResNet-18 has, is judged by its
+  ReLU output before the pool; the reference's CIFAR stem has no pool.)
 - Per step, after the optimizer step: every layer's ages += 1; ``mag += (1 - decay) * mean|feature|``
   per channel. The reference's ``mean_feature_mag`` has no decay factor and no bias correction (unlike
   ``lop/algos/gnt.py``): it is a running sum, reproduced as is. Once any unit of a layer is older than
