@@ -818,6 +818,24 @@ REDO_MUTATIONS = [
 ]
 MUTATIONS += REDO_MUTATIONS
 
+CBP_MUTATIONS = [
+    _m(
+        "cbp: units become replaceable at the maturity age, not after it",
+        "warmstart_hf/strategies/cbp.py",
+        "            eligible = torch.where(layer.ages > self.maturity)[0]",
+        "            eligible = torch.where(layer.ages >= self.maturity)[0]",
+        T + "test_cbp.py::test_one_step_replaces_the_units_the_reference_formula_picks",
+    ),
+    _m(
+        "cbp: a resumed phase restarts its unit ages from the previous phase",
+        "warmstart_hf/strategies/cbp.py",
+        "    if ctx.resume_checkpoint and (Path(ctx.resume_checkpoint) / CBP_FILE).exists():\n        return",
+        "    if False:\n        return",
+        T + "test_cbp.py::test_cbp_run_replaces_units_and_resumes_exactly",
+    ),
+]
+MUTATIONS += CBP_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

@@ -458,6 +458,18 @@ class StrategyArguments:
     redo_score_batch_size: int = field(
         default=256, metadata={"help": "redo: examples drawn from the data seen so far to score units (paper: 256)."}
     )
+    # --- cbp: continual backpropagation (Dohare et al. 2024), checked in strategies/cbp.py ---
+    cbp_replacement_rate: float = field(
+        default=1e-5,
+        metadata={"help": "cbp: per step each layer accrues rate x its channels of units to replace; in (0, 1]."},
+    )
+    cbp_maturity_threshold: int = field(
+        default=1000, metadata={"help": "cbp: a unit may be replaced once its age exceeds this many steps (>= 1)."}
+    )
+    cbp_decay_rate: float = field(
+        default=0.99,
+        metadata={"help": "cbp: each step adds (1 - decay) x the mean |activation| to a unit's magnitude, [0, 1)."},
+    )
 
 
 # Trainer settings the project changes from transformers' defaults; a recipe may override any of them.
