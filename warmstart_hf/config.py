@@ -447,6 +447,14 @@ class StrategyArguments:
     ht_reset_epochs: int = field(
         default=10, metadata={"help": "hare_tortoise: reset the hare to the tortoise every N epochs."}
     )
+    # --- aid (activation by interval-wise dropout, Park et al. 2025) ---
+    aid_p: float = field(
+        default=0.9,
+        metadata={
+            "help": "aid: every ReLU becomes AID; in training a pre-activation x >= 0 is kept with probability "
+            "aid_p and x < 0 with 1 - aid_p (else zeroed), in evaluation p*x / (1-p)*x (reference default 0.9)."
+        },
+    )
 
 
 # Trainer settings the project changes from transformers' defaults; a recipe may override any of them.
@@ -1047,6 +1055,7 @@ _OPTION_RANGES = (
     ("dash_lam", 0.0, 1.0),
     ("l2_init_lam", 0.0, None),
     ("ht_ema", 0.0, 1.0),
+    ("aid_p", 0.0, 1.0),
 )
 
 
