@@ -3,6 +3,7 @@ of every ReLU, saving and loading, and the arm through the real loop (with resum
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -16,7 +17,7 @@ from warmstart_hf.config import ConfigError, parse_config
 from warmstart_hf.loop import MEASURED_FIELDS, run_experiment
 from warmstart_hf.metrics.diagnostics import activation_diagnostics
 from warmstart_hf.models import TimmClassifierConfig, TimmImageClassifier, create_classifier
-from warmstart_hf.models.aid import AID
+from warmstart_hf.models.aid import AID, MaskGenerator
 from warmstart_hf.strategies.aid import apply_aid
 from warmstart_hf.trainer import PhaseTrainer
 
@@ -48,6 +49,26 @@ def test_aid_evaluation_is_the_references_expected_value_on_hand_set_inputs():
     assert torch.equal(AID(1.0).train()(x), torch.relu(x)) and torch.equal(AID(1.0).eval()(x), torch.relu(x))
     with pytest.raises(ValueError, match="p must be in"):
         AID(1.5)
+
+
+def test_the_mask_generator_is_seeded_leaves_the_global_stream_alone_and_resumes_from_its_state():
+    x = torch.randn(4, 1000)
+    first = AID(0.5).train()
+    first.masks = MaskGenerator(seed=7)
+    before = torch.get_rng_state()
+    a = first(x)
+    assert torch.equal(torch.get_rng_state(), before)  # augmentation draws stay warm's
+    state = first.masks.state()
+    b = first(x)
+    again = AID(0.5).train()
+    again.masks = MaskGenerator(seed=7)
+    assert torch.equal(again(x), a)  # the same seed: the same masks
+    resumed = AID(0.5).train()
+    resumed.masks = MaskGenerator(seed=7)
+    resumed.masks.load(state)
+    assert torch.equal(resumed(x), b)  # from a saved state: the masks that followed
+    twin = copy.deepcopy(first)
+    assert torch.equal(twin(x), first(x))  # a copy continues in the same state, independently
 
 
 @pytest.mark.parametrize(("timm_model", "expected"), [("resnet18_cifar", 17), ("resnet50", 1 + 16 * 3)])
@@ -127,14 +148,29 @@ def test_aid_arm_through_the_loop_starts_from_warms_theta0_and_saves_aid_phases(
     assert not any(isinstance(m, nn.ReLU) for m in phase.modules())
 
 
+@pytest.mark.slow
+def test_aid_with_p_1_trains_exactly_as_warm(tiny_recipe):
+    """AID(1) is ReLU and its masks do not touch the global stream (augmentation): the arm is warm, to the
+    bit, in every phase's results and weights."""
+    recipe = {**tiny_recipe, "strategies": ["warm", "aid"], "aid_p": 1.0, "num_train_epochs": 1}
+    run_dir = run_experiment(parse_config(recipe=recipe))
+    aid, warm = _results(run_dir, "aid-seed0"), _results(run_dir, "warm-seed0")
+    drop = {"strategy", "strategy_stats"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in _without_timing(aid)] == [
+        {k: v for k, v in r.items() if k not in drop} for r in _without_timing(warm)
+    ]
+    final_a, final_w = (load_file(run_dir / a / "phase-02" / "model.safetensors") for a in ("aid-seed0", "warm-seed0"))
+    assert all(torch.equal(final_a[k], final_w[k]) for k in final_w)
+
+
 class _Interrupt(RuntimeError):
     pass
 
 
 @pytest.mark.slow
 def test_an_aid_run_resumed_mid_phase_equals_an_uninterrupted_one(tiny_recipe, monkeypatch):
-    """The masks come from the global RNG, which the Trainer's checkpoint restores; the phase before the
-    crash is loaded from its directory, whose config rebuilds the AID layers."""
+    """The mask generator's state is in the Trainer's checkpoint (per process); the phase before the crash
+    is loaded from its directory, whose config rebuilds the AID layers."""
     recipe = {**tiny_recipe, "strategies": ["aid"], "save_strategy": "steps", "save_steps": 3}
     reference = run_experiment(parse_config(recipe={**recipe, "run_name": "reference"}))
     original, calls = PhaseTrainer.training_step, {"n": 0}
@@ -148,6 +184,8 @@ def test_an_aid_run_resumed_mid_phase_equals_an_uninterrupted_one(tiny_recipe, m
     monkeypatch.setattr(PhaseTrainer, "training_step", interrupted)
     with pytest.raises(_Interrupt):
         run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
+    checkpoint = reference.parent / "resumed" / "aid-seed0" / "phase-01" / "checkpoint-6"
+    assert (checkpoint / "aid_masks-rank0.safetensors").exists()
     monkeypatch.setattr(PhaseTrainer, "training_step", original)
     resumed = run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
     got = _results(resumed, "aid-seed0")
