@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from tests.conftest import REPO, launch_two_cpu_processes
 from tests.test_diagnostics import _images, _TwoReLUs
 from warmstart_hf.config import ConfigError, parse_config
 from warmstart_hf.loop import MEASURED_FIELDS, run_experiment
@@ -49,6 +50,16 @@ def test_aid_evaluation_is_the_references_expected_value_on_hand_set_inputs():
     assert torch.equal(AID(1.0).train()(x), torch.relu(x)) and torch.equal(AID(1.0).eval()(x), torch.relu(x))
     with pytest.raises(ValueError, match="p must be in"):
         AID(1.5)
+
+
+def test_aid_in_bfloat16_keeps_values_and_scales_with_the_exact_p():
+    x = torch.tensor([-2.0, -0.5, 0.5, 3.0], dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    out = AID(0.9).train()(x)
+    assert out.dtype == torch.bfloat16 and all(o in (0, v) for o, v in zip(out.tolist(), x.tolist()))
+    # the mean multiplies by the float p (opmath), not by p rounded to bfloat16 (0.8984375)
+    assert torch.equal(AID(0.9).eval()(x), torch.where(x >= 0, x * 0.9, x * (1 - 0.9)))
+    assert AID(0.9).eval()(x)[3] == torch.tensor(2.7, dtype=torch.bfloat16)
 
 
 def test_the_mask_generator_is_seeded_leaves_the_global_stream_alone_and_resumes_from_its_state():
@@ -194,3 +205,21 @@ def test_an_aid_run_resumed_mid_phase_equals_an_uninterrupted_one(tiny_recipe, m
     final_a = load_file(reference / "aid-seed0" / "phase-02" / "model.safetensors")
     final_b = load_file(resumed / "aid-seed0" / "phase-02" / "model.safetensors")
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+@pytest.mark.slow
+def test_two_processes_keep_identical_aid_weights_on_every_rank(tiny_recipe, tmp_path):
+    """Every rank seeds the same mask generator; DDP averages the gradients of the ranks' masked batches,
+    so both ranks end every phase with the same weights."""
+    import yaml
+
+    recipe = {**tiny_recipe, "num_train_epochs": 1, "strategies": ["aid"], "diagnostics": False}
+    recipe_path = tmp_path / "tiny.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "weights"
+    out.mkdir()
+    proc = launch_two_cpu_processes(REPO / "tests" / "rank_weights_probe.py", str(out), str(recipe_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for phase in range(3):
+        zero, one = (torch.load(out / f"rank{r}-aid-seed0-phase-{phase:02d}.pt") for r in (0, 1))
+        assert all(torch.equal(zero[k], one[k]) for k in zero), phase
