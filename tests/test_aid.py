@@ -14,6 +14,7 @@ from torch import nn
 
 from tests.conftest import REPO, launch_two_cpu_processes
 from tests.test_diagnostics import _images, _TwoReLUs
+from tests.test_finetune import finetune_recipe, pretrained_dir  # noqa: F401 - fixtures
 from warmstart_hf.config import ConfigError, parse_config
 from warmstart_hf.loop import MEASURED_FIELDS, run_experiment
 from warmstart_hf.metrics.diagnostics import activation_diagnostics
@@ -223,3 +224,16 @@ def test_two_processes_keep_identical_aid_weights_on_every_rank(tiny_recipe, tmp
     for phase in range(3):
         zero, one = (torch.load(out / f"rank{r}-aid-seed0-phase-{phase:02d}.pt") for r in (0, 1))
         assert all(torch.equal(zero[k], one[k]) for k in zero), phase
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_aid_finetunes_a_pretrained_resnet_and_its_phases_load_back_with_aid(finetune_recipe, mode):  # noqa: F811
+    recipe = {**finetune_recipe, "strategies": ["aid"], "finetune_mode": mode, "lora_rank": 2}
+    run_dir = run_experiment(parse_config(recipe=recipe))
+    records = _results(run_dir, "aid-seed0")
+    assert [r["strategy_stats"] for r in records] == [{"aid_p": 0.9, "aid_layers": 17}] * 3
+    assert [r["task"] for r in records] == ["finetune"] * 3
+    back = TimmImageClassifier.from_pretrained(run_dir / "aid-seed0" / "phase-02")
+    assert sum(isinstance(m, AID) for m in back.modules()) == 17
+    assert not any(isinstance(m, nn.ReLU) for m in back.modules())
