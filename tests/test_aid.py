@@ -20,6 +20,7 @@ from warmstart_hf.loop import MEASURED_FIELDS, run_experiment
 from warmstart_hf.metrics.diagnostics import activation_diagnostics
 from warmstart_hf.models import TimmClassifierConfig, TimmImageClassifier, create_classifier
 from warmstart_hf.models.aid import AID, MaskGenerator
+from warmstart_hf.models.export import export_for_hub, load_classifier
 from warmstart_hf.strategies.aid import apply_aid
 from warmstart_hf.trainer import PhaseTrainer
 
@@ -104,6 +105,11 @@ def test_every_relu_becomes_aid_and_a_saved_model_rebuilds_them(tmp_path, timm_m
     assert not any(isinstance(m, nn.ReLU) for m in loaded.modules())
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(loaded(x).logits, model.eval()(x).logits)
+    export_for_hub(tmp_path, tmp_path / "hub")  # the TimmWrapper / timm layout pushed to the Hub
+    assert json.loads((tmp_path / "hub" / "config.json").read_text())["warmstart_hf"]["aid_p"] == 0.8
+    hub = load_classifier(str(tmp_path / "hub"))
+    assert sum(isinstance(m, AID) for m in hub.modules()) == expected
+    assert torch.equal(hub(x).logits, loaded(x).logits)
 
 
 def test_aid_needs_relus():
