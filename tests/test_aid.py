@@ -161,6 +161,9 @@ def test_aid_arm_through_the_loop_starts_from_warms_theta0_and_saves_aid_phases(
     init_a, init_w = (load_file(run_dir / arm / "init" / "model.safetensors") for arm in ("aid-seed0", "warm-seed0"))
     assert all(torch.equal(init_a[k], init_w[k]) for k in init_w)  # the same theta0
     assert aid[0]["train_loss"] != warm[0]["train_loss"]  # the activation changes training from phase 0
+    for record, plain in zip(aid, warm):  # dormant units counted on the AID layers, as on warm's ReLUs
+        assert record["diagnostics"]["num_units"] == plain["diagnostics"]["num_units"] > 0
+        assert 0.0 <= record["diagnostics"]["dormant_fraction"] <= 1.0
     phase = TimmImageClassifier.from_pretrained(run_dir / "aid-seed0" / "phase-02")
     assert sum(isinstance(m, AID) for m in phase.modules()) == 17
     assert not any(isinstance(m, nn.ReLU) for m in phase.modules())
