@@ -48,7 +48,8 @@ def activation_diagnostics(
     As Dohare et al.'s analysis: a copy of the model in train mode (their code never calls ``eval``,
     so BatchNorm uses the sample's statistics; the model itself is left untouched), the whole sample
     in one batch unless ``batch_size`` is given. A unit is a channel of a ReLU output (the stem's, and
-    each block's first and post-residual ReLU); the last ReLU's output is average-pooled first, as
+    each block's first and post-residual ReLU; for an AID layer, the ReLU of its input, with the layer
+    at its deterministic mean and no mask drawn); the last ReLU's output is average-pooled first, as
     their penultimate features are. ``dormant_fraction``: units whose fraction of non-zero entries
     over (sample x spatial position) is below ``threshold``. ``dormant_fraction_spatial_mean`` (the
     earlier, looser definition): units whose spatial mean is > 0 on fewer than ``threshold`` of the

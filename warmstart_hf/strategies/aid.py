@@ -1,13 +1,14 @@
 """AID: activation by interval-wise dropout (Park, Han, Oh and Kim, ICML 2025, "Activation by Interval-wise
 Dropout: A Simple Way to Prevent Neural Networks from Plasticity Loss", arXiv 2502.01342).
 
-Reference code: the authors' ``AID(nn.Module)`` activation (``p=0.9``; in training
+Reference code: the ``AID(nn.Module)`` activation class released for the paper (``p=0.9``; in training
 ``x * (pos_mask + neg_mask)`` with ``pos_mask = (x >= 0) * Bernoulli(p)``, ``neg_mask = (x < 0) *
-Bernoulli(1 - p)``, no rescaling; in evaluation ``p * x`` on ``x >= 0`` and ``(1 - p) * x`` on ``x < 0``),
-as found in the code index (kohya-ss/sd-scripts library/model_utils.py carries an earlier revision of the
-same class, which rescaled twice through ``F.dropout`` and was replaced by the unscaled one). The module
-here (``models/aid.py``) is written anew from that formulation; it draws one mask per element instead of
-two per element, the same distribution.
+Bernoulli(1 - p)``, no rescaling; in evaluation ``p * x`` on ``x >= 0`` and ``(1 - p) * x`` on ``x < 0``).
+The code index holds that class without its repository's name; kohya-ss/sd-scripts
+library/model_utils.py (class ``AID``) holds an earlier revision of it, which rescaled twice through
+``F.dropout`` (and returned ``-(1 - p) x`` for negatives in evaluation) and which the unscaled one replaced.
+The module here (``models/aid.py``) is written anew from that formulation; it draws one mask per element
+instead of two per element, the same distribution.
 
 The arm: warm start in which every ReLU of the network is AID(``aid_p``) from phase 0 on. The activation
 has no parameters, so the arm starts from the same theta0 as warm and cold (the same weights; only the
