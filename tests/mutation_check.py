@@ -836,6 +836,32 @@ CBP_MUTATIONS = [
 ]
 MUTATIONS += CBP_MUTATIONS
 
+# AID (activation by interval-wise dropout): the interval-wise keep probabilities, and the rebuild on load.
+AID_MUTATIONS = [
+    _m(
+        "AID keeps negative pre-activations with p instead of 1 - p",
+        "warmstart_hf/models/aid.py",
+        "keep = torch.bernoulli(torch.where(x >= 0, self.p, 1.0 - self.p), generator=generator)",
+        "keep = torch.bernoulli(torch.where(x >= 0, self.p, self.p), generator=generator)",
+        T + "test_aid.py::test_aid_training_masks_keep_positives_with_p_and_negatives_with_1_minus_p",
+    ),
+    _m(
+        "a saved AID model loads back with ReLUs",
+        "warmstart_hf/models/classifier.py",
+        "        if getattr(config, \"aid_p\", None) is not None:",
+        "        if False:",
+        T + "test_aid.py::test_every_relu_becomes_aid_and_a_saved_model_rebuilds_them",
+    ),
+    _m(
+        "an AID phase resumes with the phase's fresh masks",
+        "warmstart_hf/strategies/aid.py",
+        "        masks.load(load_file(str(saved))[\"state\"])",
+        "        pass",
+        T + "test_aid.py::test_an_aid_run_resumed_mid_phase_equals_an_uninterrupted_one",
+    ),
+]
+MUTATIONS += AID_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

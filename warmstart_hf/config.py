@@ -470,6 +470,14 @@ class StrategyArguments:
         default=0.99,
         metadata={"help": "cbp: each step adds (1 - decay) x the mean |activation| to a unit's magnitude, [0, 1)."},
     )
+    # --- aid (activation by interval-wise dropout, Park et al. 2025) ---
+    aid_p: float = field(
+        default=0.9,
+        metadata={
+            "help": "aid: every ReLU becomes AID; in training a pre-activation x >= 0 is kept with probability "
+            "aid_p and x < 0 with 1 - aid_p (else zeroed), in evaluation p*x / (1-p)*x (reference default 0.9)."
+        },
+    )
 
 
 # Trainer settings the project changes from transformers' defaults; a recipe may override any of them.
@@ -1070,6 +1078,7 @@ _OPTION_RANGES = (
     ("dash_lam", 0.0, 1.0),
     ("l2_init_lam", 0.0, None),
     ("ht_ema", 0.0, 1.0),
+    ("aid_p", 0.0, 1.0),
 )
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from warmstart_hf.data.pixels import iter_pixel_batches
+from warmstart_hf.models.aid import AID
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -47,7 +48,8 @@ def activation_diagnostics(
     As Dohare et al.'s analysis: a copy of the model in train mode (their code never calls ``eval``,
     so BatchNorm uses the sample's statistics; the model itself is left untouched), the whole sample
     in one batch unless ``batch_size`` is given. A unit is a channel of a ReLU output (the stem's, and
-    each block's first and post-residual ReLU); the last ReLU's output is average-pooled first, as
+    each block's first and post-residual ReLU; for an AID layer, the ReLU of its input, with the layer
+    at its deterministic mean and no mask drawn); the last ReLU's output is average-pooled first, as
     their penultimate features are. ``dormant_fraction``: units whose fraction of non-zero entries
     over (sample x spatial position) is below ``threshold``. ``dormant_fraction_spatial_mean`` (the
     earlier, looser definition): units whose spatial mean is > 0 on fewer than ``threshold`` of the
@@ -55,13 +57,16 @@ def activation_diagnostics(
     ``transform`` (a batch transform) gives the evaluation view of stored images (a centre crop).
     """
     probe = copy.deepcopy(model).train()
-    relus = [m for m in probe.modules() if isinstance(m, nn.ReLU)]
+    relus = [m for m in probe.modules() if isinstance(m, (nn.ReLU, AID))]
+    for module in relus:  # AID (aid strategy): its mean, no draw from the training RNG; units counted as ReLU's
+        module.eval()
     nonzero: dict[int, torch.Tensor] = {}
     sample_active: dict[int, torch.Tensor] = {}
     entries = dict.fromkeys(range(len(relus)), 0)
 
     def hook(index: int):
-        def record(_module, _inputs, output):
+        def record(module, inputs, output):
+            output = F.relu(inputs[0]) if isinstance(module, AID) else output  # a unit is active where x > 0
             pooled = output.flatten(2).mean(-1) if output.dim() > 2 else output
             per_entry = pooled if index == len(relus) - 1 else output  # the last one pooled, as Dohare
             other = [d for d in range(per_entry.dim()) if d != 1]  # count per channel without a transposed copy

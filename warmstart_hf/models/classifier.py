@@ -26,6 +26,7 @@ from transformers import (
 from transformers.modeling_outputs import ImageClassifierOutput
 
 import warmstart_hf.models.resnet_cifar  # noqa: F401 - registers resnet18_cifar with timm
+from warmstart_hf.models.aid import replace_relus
 from warmstart_hf.models.normalize import unit_float
 
 
@@ -41,6 +42,7 @@ class TimmClassifierConfig(PretrainedConfig):
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
         frozen_norm_stats: bool = False,
+        aid_p: float | None = None,
         **kwargs,
     ):
         self.timm_model = timm_model
@@ -50,6 +52,7 @@ class TimmClassifierConfig(PretrainedConfig):
         self.image_mean = list(image_mean or [0.5] * num_channels)
         self.image_std = list(image_std or [0.5] * num_channels)
         self.frozen_norm_stats = frozen_norm_stats  # BatchNorm layers stay in eval mode (lora, linear finetuning)
+        self.aid_p = aid_p  # set: every ReLU of the network is AID(aid_p) (the aid strategy; models/aid.py)
         super().__init__(**kwargs)
 
 
@@ -76,6 +79,8 @@ class TimmImageClassifier(PreTrainedModel):
             in_chans=config.num_channels,
             **config.model_kwargs,
         )
+        if getattr(config, "aid_p", None) is not None:  # rebuilt by from_pretrained from config.json
+            replace_relus(self.timm_model, config.aid_p)
         shape = (1, config.num_channels, 1, 1)
         # Persistent so that from_pretrained (which builds on the meta device) restores them.
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(shape))

@@ -96,7 +96,10 @@ def timm_hub_config(config: dict[str, Any]) -> dict[str, Any]:
         "model_args": model_args,
         "pretrained_cfg": pretrained_cfg,
         # what TimmWrapper has no field for, so that this package reads the phase back exactly
-        "warmstart_hf": {"frozen_norm_stats": bool(config.get("frozen_norm_stats", False))},
+        "warmstart_hf": {
+            "frozen_norm_stats": bool(config.get("frozen_norm_stats", False)),
+            **({"aid_p": config["aid_p"]} if config.get("aid_p") is not None else {}),  # timm alone builds ReLUs
+        },
     }
     return {**hub_config, "auto_map": AUTO_MAP} if remote else hub_config
 

@@ -7,7 +7,7 @@ new strategy is one module with ``@register_strategy("name")`` (from ``strategie
 from __future__ import annotations
 
 # Registering imports (each module adds its strategies to STRATEGIES).
-from warmstart_hf.strategies import cbp, hare_tortoise, redo, regularizers, resets, warm_cold  # noqa: F401
+from warmstart_hf.strategies import aid, cbp, hare_tortoise, redo, regularizers, resets, warm_cold  # noqa: F401
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
 from warmstart_hf.strategies.dash import dash
 from warmstart_hf.strategies.registry import (
