@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m ruff check warmstart_hf scripts tests
-	$(OFFLINE) $(PY) -m pytest -q
+	$(OFFLINE) $(PY) -m pytest -q --durations=15
 	$(MAKE) docs
 
 # The manual (docs/, mkdocs.yml) into the git-ignored site/; --strict fails on a broken link or a missing page.
