@@ -105,9 +105,11 @@ def test_every_relu_becomes_aid_and_a_saved_model_rebuilds_them(tmp_path, timm_m
     assert not any(isinstance(m, nn.ReLU) for m in loaded.modules())
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(loaded(x).logits, model.eval()(x).logits)
-    export_for_hub(tmp_path, tmp_path / "hub")  # the TimmWrapper / timm layout pushed to the Hub
-    assert json.loads((tmp_path / "hub" / "config.json").read_text())["warmstart_hf"]["aid_p"] == 0.8
-    hub = load_classifier(str(tmp_path / "hub"))
+    # pushed in the package's format: plain transformers / timm would build ReLUs and compute another function
+    files = export_for_hub(tmp_path, tmp_path / "hub")
+    pushed = json.loads(files["config.json"].read_text())
+    assert pushed["model_type"] == "warmstart_timm_classifier" and pushed["aid_p"] == 0.8
+    hub = load_classifier(str(files["config.json"].parent))
     assert sum(isinstance(m, AID) for m in hub.modules()) == expected
     assert torch.equal(hub(x).logits, loaded(x).logits)
 

@@ -8,10 +8,13 @@ from safetensors.torch import load_file
 from timm.models.resnet import BasicBlock
 from torch import nn
 
+from tests import test_finetune
 from tests.test_end_to_end import _results, _without_timing
 from warmstart_hf.config import ConfigError, parse_config
 from warmstart_hf.loop import run_experiment
 from warmstart_hf.strategies.cbp import ContinualBackprop
+
+pretrained_dir, finetune_recipe = test_finetune.pretrained_dir, test_finetune.finetune_recipe  # fixtures
 
 
 class _Tiny(nn.Module):
@@ -253,3 +256,21 @@ def test_bf16_with_gradient_accumulation_replaces_at_the_reference_rate(tiny_rec
             assert replaced[name] == total[1] - total[0], (phase, name)
         assert sum(replaced.values()) == r["strategy_stats"]["cbp_replaced_total"] > 0
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in records)
+
+
+@pytest.mark.parametrize("mode", ["lora", "linear"])
+def test_cbp_refuses_a_frozen_backbone(finetune_recipe, mode):
+    with pytest.raises(ConfigError, match=f"`cbp`.*finetune_mode.*{mode}"):
+        parse_config(recipe={**finetune_recipe, "strategies": ["cbp"], "finetune_mode": mode})
+
+
+def test_a_rate_above_the_mature_units_replaces_them_all_and_keeps_the_rest_accrued():
+    """Where the reference's topk would ask for more units than are mature, every mature unit is
+    replaced and the remainder waits."""
+    net = _hand_set()
+    cbp = ContinualBackprop(net, rate=1.0, maturity=0, decay=0.9)  # 2 units a step, 2 channels per layer
+    _feed(cbp, [[1, 2], [1, 2], [1, 2]])
+    cbp.step(generator_seed=1)  # every unit is mature (age 1 > 0): both replaced
+    assert cbp.replaced["conv1"] == 2 and cbp.layers[0].accumulated == 0.0
+    cbp.step(generator_seed=2)  # the replaced units are mature again after one step
+    assert cbp.replaced["conv1"] == 4

@@ -211,8 +211,8 @@ def test_help_is_grouped_lists_the_registries_and_hides_the_unused_training_fiel
     ours = {f.name for cls in ARGUMENT_CLASSES[:-1] for f in dataclasses.fields(cls)}
     assert {f"--{name}" for name in ours} <= set(options)  # every project field, one option line each
     assert "--ddp_timeout" not in options and "--no_diagnostics" not in options
-    assert len(lines) < 600 and len(options) < 150  # was 1,079 lines and 223 option lines
+    assert len(lines) < 650  # was 1,079 lines, 223 option lines
     full = _help(capsys, monkeypatch, "recipes/digits.yaml", "--help-all")
     everything = {line.split()[0].rstrip(",") for line in full.splitlines() if line.startswith("  --")}
     assert {f"--{f.name}" for f in dataclasses.fields(TrainingArguments) if f.init} <= everything
-    assert full.count("usage:") == 1 and len(everything) > len(options)
+    assert full.count("usage:") == 1 and len(everything) - len(options) >= 60  # the unused fields hidden

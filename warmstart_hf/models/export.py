@@ -18,6 +18,8 @@ the Hub:
   (standalone: torch, timm, transformers) and an ``auto_map``, so transformers loads them with
   ``trust_remote_code=True``; a timm user imports ``resnet_cifar.py`` from the repo before
   ``timm.create_model``.
+- an AID network (strategy ``aid``) is no plain timm architecture: it is pushed in the package's
+  format, which :func:`load_classifier` reads.
 - a ViTMAE (``PixelViTMAE``) is plain ``ViTMAEForPreTraining`` already; it gets that architecture
   name in ``config.json`` and a ``preprocessor_config.json`` with its mean and std.
 
@@ -52,11 +54,13 @@ AUTO_MAP = {
 def export_for_hub(folder: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """The files to push for the model in ``folder`` (a phase or snapshot directory), as
     ``{path in repo: local file}``; converted ones are written under ``out_dir``. A model of another
-    kind (e.g. an MAE probe) is pushed as saved."""
+    kind (e.g. an MAE probe) is pushed as saved, and so is an AID network (strategy ``aid``): plain
+    transformers or timm would build it with ReLUs and compute something else without a word, so it
+    loads only with this package (``load_classifier``)."""
     folder, out_dir = Path(folder), Path(out_dir)
     config = json.loads((folder / CONFIG).read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
-    if config.get("model_type") == NATIVE_TYPE:
+    if config.get("model_type") == NATIVE_TYPE and config.get("aid_p") is None:
         return _export_timm_classifier(folder, config, out_dir)
     if config.get("model_type") == "vit_mae":
         return _export_vit_mae(folder, config, out_dir)

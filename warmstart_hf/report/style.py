@@ -10,8 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from warmstart_hf.report.statistics import t_interval
-
 # Red is left free; gray is for strategies not listed here.
 STRATEGY_COLORS = {
     "cold": "tab:blue",
@@ -60,6 +58,8 @@ def phase_means(
     """Per strategy the seed mean of ``value`` after each phase, at the records' own ``phase``, with a
     95% t-interval whisker (clipped to ``bounds``: an accuracy above 100% is not a result); strategies
     are shifted sideways a little (with whiskers) so whiskers do not hide each other. Returns the phases drawn."""
+    from warmstart_hf.report.statistics import t_interval  # scipy: only when a figure is drawn, not at import
+
     strategies = sorted(by_strategy)
     shift = 0.06 if any(len(arms) > 1 for arms in by_strategy.values()) else 0.0  # only whiskers need room
     phases: set[int] = set()

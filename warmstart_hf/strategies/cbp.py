@@ -145,7 +145,9 @@ class ContinualBackprop:
             if len(eligible) == 0:
                 continue
             layer.accumulated += self.rate * layer.conv.out_channels
-            count = int(layer.accumulated)
+            # At most the mature units: the reference's topk would fail on more (only at rates far above
+            # the published 1e-5); the rest stays accumulated for later steps.
+            count = min(int(layer.accumulated), len(eligible))
             layer.accumulated -= count
             if count == 0:
                 continue
@@ -282,6 +284,12 @@ def check_cbp_options(config: RecipeConfig) -> None:
     for name, value, ok, allowed in checks:
         if not ok:
             raise ConfigError(f"Recipe field `{name}` has value {value!r}; {allowed}. Fix: change `{name}`.")
+    mode = getattr(config.model, "finetune_mode", "full")
+    if "cbp" in config.incremental.strategies and mode != "full":
+        raise ConfigError(
+            f"Strategy `cbp` replaces backbone units, but Recipe field `finetune_mode` has value {mode!r} (a frozen "
+            "backbone, whose replaced units would never train). Fix: set `finetune_mode: full` or drop `cbp`."
+        )
     tr = config.training
     if "cbp" in config.incremental.strategies and tr.torch_compile and tr.torch_compile_mode == "reduce-overhead":
         raise ConfigError(
