@@ -30,6 +30,9 @@ def test_the_standalone_server_prints_the_environment_a_real_client_pushes_with(
         stdout=subprocess.PIPE,
         text=True,
         cwd=tmp_path,  # runs without the repository on its path, as a plain script
+        # as a terminal would start it: a job started in the background by a shell without job control
+        # (CI: `make test &`) inherits SIGINT ignored, and Ctrl-C below would then never arrive
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         printed = server.stdout.readline() + server.stdout.readline()
