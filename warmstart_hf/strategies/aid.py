@@ -27,6 +27,7 @@ from transformers import TrainerCallback
 
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
 from warmstart_hf.models.aid import AID, MaskGenerator, replace_relus
+from warmstart_hf.seeding import derive_seed
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
 from warmstart_hf.strategies.registry import register_strategy
 
@@ -69,10 +70,12 @@ def _process_index() -> int:
 
 
 def phase_masks(model: nn.Module, seed: int, resume_checkpoint: str | None) -> MaskGenerator:
-    """One generator for every AID layer of ``model``, seeded for the arm and phase (every process alike),
-    or in the state of the checkpoint the phase resumes from."""
-    masks = MaskGenerator(seed)
-    saved = Path(resume_checkpoint or "") / MASKS_FILE.format(rank=_process_index())
+    """One generator for every AID layer of ``model``, seeded for the arm, the phase and the process (each
+    rank's shard draws its own masks, as one process's batch would), or in the state of the checkpoint the
+    phase resumes from."""
+    rank = _process_index()
+    masks = MaskGenerator(seed if rank == 0 else derive_seed(seed, "aid-masks", rank))
+    saved = Path(resume_checkpoint or "") / MASKS_FILE.format(rank=rank)
     if resume_checkpoint and saved.exists():
         masks.load(load_file(str(saved))["state"])
     for module in model.modules():
@@ -86,7 +89,7 @@ class ActivationByIntervalDropout(Strategy):
     """Warm start with AID(``aid_p``, default 0.9) in place of every ReLU, in every phase (applied again
     at each phase start: idempotent, and a model loaded from a phase directory has them already).
     Optimizer: reset unless ``optimizer_state: carry``. The masks come from a generator of their own on the
-    training device, seeded from the arm seed and the phase (the same on every process) and saved in every
+    training device, seeded from the arm seed, the phase and the process and saved in every
     checkpoint; torch's global stream (augmentation) is untouched, so ``aid_p: 1`` trains exactly as warm."""
 
     reference = "Park et al. 2025, AID (activation by interval-wise dropout), p = 0.9"
