@@ -54,6 +54,31 @@ TINY = {
 }
 
 
+class SimulatedCrash(RuntimeError):
+    """Raised in place of a training step to stop a run as a kill would (nothing after it runs)."""
+
+
+def crash_at_step(monkeypatch, recipe: dict, step: int) -> None:
+    """Run ``recipe`` under run_name "resumed" until its ``step``-th training step over all phases, where
+    it crashes; afterwards training steps are the real ones again, so the caller reruns to resume."""
+    from warmstart_hf.config import parse_config
+    from warmstart_hf.loop import run_experiment
+    from warmstart_hf.trainer import PhaseTrainer
+
+    original, calls = PhaseTrainer.training_step, {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise SimulatedCrash("simulated crash")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PhaseTrainer, "training_step", interrupted)
+    with pytest.raises(SimulatedCrash):
+        run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
+    monkeypatch.setattr(PhaseTrainer, "training_step", original)
+
+
 def launch_two_cpu_processes(script: Path, *args: str) -> subprocess.CompletedProcess:
     """``accelerate launch`` with recipes/accelerate_configs/cpu_2proc.yaml (two gloo processes) on a
     free port; the processes import the package from this checkout (PYTHONPATH)."""

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from tests.conftest import REPO, launch_two_cpu_processes
+from tests.conftest import REPO, crash_at_step, launch_two_cpu_processes
 from tests.test_diagnostics import _images, _TwoReLUs
 from tests.test_finetune import finetune_recipe, pretrained_dir  # noqa: F401 - fixtures
 from warmstart_hf.config import ConfigError, parse_config
@@ -22,7 +22,6 @@ from warmstart_hf.models import TimmClassifierConfig, TimmImageClassifier, creat
 from warmstart_hf.models.aid import AID, MaskGenerator
 from warmstart_hf.models.export import export_for_hub, load_classifier
 from warmstart_hf.strategies.aid import apply_aid
-from warmstart_hf.trainer import PhaseTrainer
 
 
 def test_aid_training_masks_keep_positives_with_p_and_negatives_with_1_minus_p():
@@ -186,9 +185,6 @@ def test_aid_with_p_1_trains_exactly_as_warm(tiny_recipe):
     assert all(torch.equal(final_a[k], final_w[k]) for k in final_w)
 
 
-class _Interrupt(RuntimeError):
-    pass
-
 
 @pytest.mark.slow
 def test_an_aid_run_resumed_mid_phase_equals_an_uninterrupted_one(tiny_recipe, monkeypatch):
@@ -196,20 +192,9 @@ def test_an_aid_run_resumed_mid_phase_equals_an_uninterrupted_one(tiny_recipe, m
     is loaded from its directory, whose config rebuilds the AID layers."""
     recipe = {**tiny_recipe, "strategies": ["aid"], "save_strategy": "steps", "save_steps": 3}
     reference = run_experiment(parse_config(recipe={**recipe, "run_name": "reference"}))
-    original, calls = PhaseTrainer.training_step, {"n": 0}
-
-    def interrupted(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6 + 8:  # phase 0 has 6 steps; die at step 8 of phase 1 (after checkpoint-6)
-            raise _Interrupt("simulated crash")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(PhaseTrainer, "training_step", interrupted)
-    with pytest.raises(_Interrupt):
-        run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
+    crash_at_step(monkeypatch, recipe, 6 + 8)  # phase 0 has 6 steps; die at step 8 of phase 1 (after checkpoint-6)
     checkpoint = reference.parent / "resumed" / "aid-seed0" / "phase-01" / "checkpoint-6"
     assert (checkpoint / "aid_masks-rank0.safetensors").exists()
-    monkeypatch.setattr(PhaseTrainer, "training_step", original)
     resumed = run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
     got = _results(resumed, "aid-seed0")
     assert got[1]["resumed_from_checkpoint"] is True

@@ -9,6 +9,7 @@ from timm.models.resnet import BasicBlock
 from torch import nn
 
 from tests import test_finetune
+from tests.conftest import crash_at_step
 from tests.test_end_to_end import _results, _without_timing
 from warmstart_hf.config import ConfigError, parse_config
 from warmstart_hf.loop import run_experiment
@@ -148,26 +149,13 @@ CBP_TINY |= {"cbp_replacement_rate": 0.05, "cbp_maturity_threshold": 2}
 
 @pytest.mark.slow
 def test_cbp_run_replaces_units_and_resumes_exactly(tiny_recipe, monkeypatch):
-    from tests.test_end_to_end import _Interrupt
-    from warmstart_hf.trainer import PhaseTrainer
 
     recipe = {**tiny_recipe, **CBP_TINY, "save_strategy": "steps", "save_steps": 3}
     reference = run_experiment(parse_config(recipe={**recipe, "run_name": "reference"}))
     records = _results(reference, "cbp-seed0")
     assert all(r["strategy_stats"]["cbp_replaced_total"] > 0 for r in records)
     assert (reference / "cbp-seed0" / "phase-01" / "cbp_state.safetensors").exists()
-    original, calls = PhaseTrainer.training_step, {"n": 0}
-
-    def interrupted(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4 + 5:  # die at step 5 of phase 1 (after checkpoint-3)
-            raise _Interrupt("simulated crash")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(PhaseTrainer, "training_step", interrupted)
-    with pytest.raises(_Interrupt):
-        run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
-    monkeypatch.setattr(PhaseTrainer, "training_step", original)
+    crash_at_step(monkeypatch, recipe, 4 + 5)  # die at step 5 of phase 1 (after checkpoint-3)
     resumed = run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
     got = _results(resumed, "cbp-seed0")
     assert got[1]["resumed_from_checkpoint"] is True

@@ -8,10 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, launch_two_cpu_processes
+from tests.conftest import REPO, crash_at_step, launch_two_cpu_processes
 from warmstart_hf.config import ConfigError, parse_config
 from warmstart_hf.loop import MEASURED_FIELDS, run_experiment
-from warmstart_hf.trainer import PhaseTrainer
 
 FIELDS = {
     "phase",
@@ -103,9 +102,6 @@ def test_finished_arms_are_skipped_and_other_settings_refused(tiny_recipe):
         run_experiment(parse_config(recipe={**recipe, "learning_rate": 0.2}))
 
 
-class _Interrupt(RuntimeError):
-    pass
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
@@ -116,22 +112,10 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_recipe, monk
     recipe = {**tiny_recipe, "strategies": [strategy], **options, "save_strategy": "steps", "save_steps": 3}
     reference = run_experiment(parse_config(recipe={**recipe, "run_name": "reference"}))
 
-    original = PhaseTrainer.training_step
-    calls = {"n": 0}
-
-    def interrupted(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6 + 8:  # phase 0 has 6 steps; die at step 8 of phase 1 (after checkpoint-6)
-            raise _Interrupt("simulated crash")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(PhaseTrainer, "training_step", interrupted)
-    with pytest.raises(_Interrupt):
-        run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
+    crash_at_step(monkeypatch, recipe, 6 + 8)  # phase 0 has 6 steps; die at step 8 of phase 1 (after checkpoint-6)
     arm = reference.parent / "resumed" / f"{strategy}-seed0"
     assert len(_results(arm.parent, f"{strategy}-seed0")) == 1
     assert (arm / "phase-01" / "checkpoint-6").is_dir()
-    monkeypatch.setattr(PhaseTrainer, "training_step", original)
     resumed = run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
     got = _results(resumed, f"{strategy}-seed0")
     assert got[1]["resumed_from_checkpoint"] is True

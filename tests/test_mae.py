@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import ViTMAEForPreTraining
 
-from tests.conftest import REPO
+from tests.conftest import REPO, crash_at_step
 from warmstart_hf.config import parse_config
 from warmstart_hf.loop import run_experiment
 from warmstart_hf.models.mae import build_mae_config, create_mae, fixed_noise, probe_loss
@@ -384,32 +384,17 @@ def test_the_probe_and_finetuning_models_reload_with_identical_outputs():
     ).vit.embeddings.position_embeddings.requires_grad
 
 
-class _Interrupt(RuntimeError):
-    pass
-
 
 @pytest.mark.slow
 def test_an_mae_phase_resumed_mid_epoch_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     """The Trainer loads a checkpoint's keys non-strictly and ViTMAE saves its attention under other names
     than it holds in memory: without the project's strict load, a resumed phase silently kept the
     previous phase's attention weights (and the reloaded warm model trained its fixed sin-cos tables)."""
-    from warmstart_hf.trainer import PhaseTrainer
 
     recipe = _recipe(tmp_path, "demo_pretrain_mnist.yaml", num_train_epochs=3, num_phases=2, strategies=["warm"])
     recipe.update(save_strategy="steps", save_steps=2, save_interval_minutes=0, probe_every_steps=2)
     reference = run_experiment(parse_config(recipe={**recipe, "run_name": "reference"}))
-    original, calls = PhaseTrainer.training_step, {"n": 0}
-
-    def interrupted(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 9 + 4:  # phase 0 has 9 steps: die at step 4 of phase 1, after checkpoint-2 (mid-epoch)
-            raise _Interrupt("simulated crash")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(PhaseTrainer, "training_step", interrupted)
-    with pytest.raises(_Interrupt):
-        run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
-    monkeypatch.setattr(PhaseTrainer, "training_step", original)
+    crash_at_step(monkeypatch, recipe, 9 + 4)  # step 4 of phase 1 (phase 0: 9), after checkpoint-2, mid-epoch
     resumed = run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
     got, want = _records(resumed, "warm-seed0"), _records(reference, "warm-seed0")
     assert got[1]["resumed_from_checkpoint"] is True

@@ -12,10 +12,10 @@ from timm.models.resnet import BasicBlock
 from torch import nn
 
 from tests import test_finetune
+from tests.conftest import crash_at_step
 from warmstart_hf.config import ConfigError, parse_config
 from warmstart_hf.loop import MEASURED_FIELDS, run_experiment
 from warmstart_hf.strategies.redo import recycle
-from warmstart_hf.trainer import PhaseTrainer
 
 SEED = 1234
 pretrained_dir, finetune_recipe = test_finetune.pretrained_dir, test_finetune.finetune_recipe  # fixtures
@@ -173,26 +173,12 @@ def test_redo_runs_through_the_loop_at_the_reference_steps_also_with_accumulatio
     assert [[e["step"] for e in r["strategy_stats"]["recycles"]] for r in records] == [[3, 5], [3, 5, 7, 9]]
 
 
-class _Interrupt(RuntimeError):
-    pass
-
 
 @pytest.mark.slow
 def test_a_redo_phase_resumed_mid_phase_equals_an_uninterrupted_one(tiny_recipe, monkeypatch):
     recipe = {**tiny_recipe, **REDO, "save_strategy": "steps", "save_steps": 3}
     reference = run_experiment(parse_config(recipe={**recipe, "run_name": "reference"}))
-    original, calls = PhaseTrainer.training_step, {"n": 0}
-
-    def interrupted(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6 + 8:  # step 8 of phase 1: after checkpoint-6, which holds the recycles at 3 and 5
-            raise _Interrupt("simulated crash")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(PhaseTrainer, "training_step", interrupted)
-    with pytest.raises(_Interrupt):
-        run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
-    monkeypatch.setattr(PhaseTrainer, "training_step", original)
+    crash_at_step(monkeypatch, recipe, 6 + 8)  # step 8 of phase 1: after checkpoint-6 (holds the recycles at 3, 5)
     resumed = run_experiment(parse_config(recipe={**recipe, "run_name": "resumed"}))
     timing = {*MEASURED_FIELDS, "resumed_from_checkpoint"}
     got, want = _results(resumed), _results(reference)

@@ -46,3 +46,12 @@ def max_over_ranks(value: float) -> float:
     tensor = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=cpu_group())
     return float(tensor)
+
+
+def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """``values`` averaged over processes, in place (a collective under DDP: call it on every rank), so a
+    decision taken from them is the same everywhere; unchanged in one process."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values

@@ -46,6 +46,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
+from warmstart_hf.distributed import mean_over_ranks
 from warmstart_hf.seeding import derive_seed
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
 from warmstart_hf.strategies.registry import register_strategy
@@ -69,7 +70,7 @@ class CBPLayer:
 
     def observe(self, output: torch.Tensor) -> None:
         reduce = (0, 2, 3) if output.dim() == 4 else (0,)
-        batch_mag = output.detach().float().abs().mean(dim=reduce)
+        batch_mag = output.detach().abs().mean(dim=reduce, dtype=torch.float32)
         self.step_sum = batch_mag if self.step_sum is None else self.step_sum + batch_mag
         self.step_count += 1
 
@@ -100,13 +101,6 @@ def _recorder(layer: CBPLayer):
     return hook
 
 
-def _all_reduce_mean(vector: torch.Tensor) -> torch.Tensor:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(vector)
-        vector /= torch.distributed.get_world_size()
-    return vector
-
-
 class ContinualBackprop:
     """The per-step generate-and-test of ``ResGnT`` over :func:`cbp_layers`; ``state_dict`` holds all
     that a resumed run needs to continue exactly."""
@@ -134,7 +128,7 @@ class ContinualBackprop:
         """After an optimizer step: update the statistics, then replace where the rate has accrued."""
         observed = [layer for layer in self.layers if layer.step_sum is not None]
         if observed:
-            means = _all_reduce_mean(torch.cat([la.step_sum / la.step_count for la in observed]))
+            means = mean_over_ranks(torch.cat([la.step_sum / la.step_count for la in observed]))
             for layer, mean in zip(observed, means.split([la.conv.out_channels for la in observed])):
                 layer.mag += (1 - self.decay) * mean
                 layer.step_sum, layer.step_count = None, 0

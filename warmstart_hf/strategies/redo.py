@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 from transformers import TrainerCallback
 
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
 from warmstart_hf.data.pixels import iter_pixel_batches
+from warmstart_hf.distributed import mean_over_ranks
 from warmstart_hf.seeding import derive_seed
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
 from warmstart_hf.strategies.registry import register_strategy
@@ -93,14 +93,6 @@ def normalized_scores(activity: torch.Tensor) -> torch.Tensor:
     return activity / (activity.mean() + EPSILON)
 
 
-def _all_mean(values: torch.Tensor) -> torch.Tensor:
-    """The mean over processes: float reorderings on one rank can never split the decision."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(values)
-        values /= dist.get_world_size()
-    return values
-
-
 @torch.no_grad()
 def unit_activity(model: nn.Module, units: list[Units], images: torch.Tensor) -> list[torch.Tensor]:
     """Mean |activation| per unit (channel: over batch and positions), the model in eval mode."""
@@ -109,7 +101,7 @@ def unit_activity(model: nn.Module, units: list[Units], images: torch.Tensor) ->
     def hook(index: int):
         def record(_module, _inputs, output):
             dims = [d for d in range(output.dim()) if d != 1]
-            sums[index] = output.detach().float().abs().mean(dims)
+            sums[index] = output.detach().abs().mean(dims, dtype=torch.float32)
 
         return record
 
@@ -123,7 +115,7 @@ def unit_activity(model: nn.Module, units: list[Units], images: torch.Tensor) ->
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    flat = _all_mean(torch.cat([sums[i] for i in range(len(units))]).double())
+    flat = mean_over_ranks(torch.cat([sums[i] for i in range(len(units))]).double())
     return list(flat.split([len(sums[i]) for i in range(len(units))]))
 
 
