@@ -83,6 +83,28 @@ class DataArguments:
         default=None,
         metadata={"help": "Carve this many train examples per class as a validation split (Dohare et al.: 50)."},
     )
+    text_column: str = field(default="text", metadata={"help": "task causal_lm: the column holding each document."})
+    domain_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "task causal_lm: the column naming each document's domain (a source, an outlet, a date bucket); "
+            "scenario domain partitions the domains into phases. Unset: one domain."
+        },
+    )
+    tokenizer: str = field(
+        default="byte",
+        metadata={
+            "help": "task causal_lm: byte (ByT5's byte-level tokenizer: needs no files) or a Hub tokenizer id / local "
+            "directory (AutoTokenizer). Fixed across phases: a tokenizer trained on the union would leak later "
+            "phases' text into early ones."
+        },
+    )
+    block_size: int = field(
+        default=128, metadata={"help": "task causal_lm: tokens per packed training block (run_clm's block_size)."}
+    )
+    max_document_tokens: int | None = field(
+        default=None, metadata={"help": "task causal_lm: keep the first N tokens of each document (unset: all)."}
+    )
 
 
 @dataclass
@@ -156,6 +178,17 @@ class ModelArguments:
     drop_path_rate: float = field(
         default=0.1, metadata={"help": "task mae_finetune: stochastic depth of the last block (MAE ViT-B: 0.1)."}
     )
+    lm_architecture: Literal["llama", "gpt2"] = field(
+        default="llama",
+        metadata={"help": "task causal_lm: a LLaMA-style decoder (RMSNorm, SwiGLU, RoPE) or GPT-2, built from config."},
+    )
+    lm_hidden_size: int = field(default=768, metadata={"help": "task causal_lm: model width (125M class: 768)."})
+    lm_layers: int = field(default=12, metadata={"help": "task causal_lm: decoder blocks (125M class: 12)."})
+    lm_heads: int = field(default=12, metadata={"help": "task causal_lm: attention heads (125M class: 12)."})
+    lm_intermediate_size: int | None = field(
+        default=None,
+        metadata={"help": "task causal_lm: MLP width (unset: 8/3 x width rounded up to 64 for llama, 4 x for gpt2)."},
+    )
     lora_rank: int = field(default=8, metadata={"help": "finetune_mode lora: rank r of every adapter."})
     lora_alpha: float = field(default=16.0, metadata={"help": "finetune_mode lora: scaling alpha (alpha / r)."})
     lora_target_modules: str | None = field(
@@ -178,8 +211,12 @@ class IncrementalArguments:
             "scratch, finetune from `pretrained`)."
         },
     )
-    scenario: Literal["data", "class"] = field(
-        default="data", metadata={"help": "data: random equal chunks; class: classes partitioned into groups."}
+    scenario: Literal["data", "class", "domain"] = field(
+        default="data",
+        metadata={
+            "help": "data: random equal chunks; class: classes partitioned into groups; domain (task causal_lm): "
+            "documents grouped by their domain_column value, the domains partitioned into phases."
+        },
     )
     num_phases: int | None = field(
         default=None, metadata={"help": "Number of phases (default 5, or len(phase_fractions))."}

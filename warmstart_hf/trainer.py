@@ -62,6 +62,7 @@ class PhaseTrainer(Trainer):
         fused_optimizer: bool = False,
         save_interval_minutes: float = 0.0,
         train_rows: Callable[[Any], Any] | None = None,
+        running_accuracy: bool = True,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -87,6 +88,9 @@ class PhaseTrainer(Trainer):
         # The worker path: the training loader reads the phase's rows through the training view (made in the
         # DataLoader workers); prediction and diagnostics read the same rows as their evaluation view.
         self.train_rows = train_rows
+        # The epoch's running accuracy of labelled classification batches (the stop rules read it); a
+        # language model's labels are its inputs, and an argmax over its vocabulary each step is waste.
+        self.running_accuracy = running_accuracy
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
         # The phase's training batches, collated once and held on the training device; the DataLoader then
@@ -138,7 +142,7 @@ class PhaseTrainer(Trainer):
         else:
             # a copy: with label_smoothing_factor the Trainer pops the labels from the dict it gets
             loss, outputs = super().compute_loss(model, dict(inputs), True, num_items_in_batch=num_items_in_batch)
-        if model.training and "labels" in inputs:  # running accuracy of the epoch, synced once per epoch
+        if model.training and self.running_accuracy and "labels" in inputs:  # the epoch's, synced once per epoch
             labels = inputs["labels"]
             self._correct = self._correct.to(labels.device) + (outputs.logits.argmax(-1) == labels).sum()
             self._seen = self._seen.to(labels.device) + labels.numel()

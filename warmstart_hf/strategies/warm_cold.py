@@ -19,7 +19,7 @@ class WarmStart(Strategy):
     """
 
     reference = "Ash & Adams 2020; DASH (Shin et al. 2024) warm / warm_rm"
-    tasks = ("classification", "finetune", "mae_pretrain", "linear_probe", "mae_finetune")
+    tasks = ("classification", "finetune", "mae_pretrain", "linear_probe", "mae_finetune", "causal_lm")
 
     def prepare(self, ctx: PhaseContext) -> PhaseStart:
         return PhaseStart(model=ctx.previous_model, carry_optimizer_state=self.carries_optimizer_state())
@@ -38,7 +38,7 @@ class ColdStart(Strategy):
     """
 
     reference = "Ash & Adams 2020 (fresh draw); FIRE full reset (cold_init: same); Revisiting Warm-Start Training 3.1"
-    tasks = ("classification", "finetune", "mae_pretrain", "linear_probe", "mae_finetune")
+    tasks = ("classification", "finetune", "mae_pretrain", "linear_probe", "mae_finetune", "causal_lm")
     warm_derived = False
 
     def carries_optimizer_state(self) -> bool:

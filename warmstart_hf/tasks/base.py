@@ -5,7 +5,7 @@ task says what a phase trains and how it is judged: how the data is prepared, ho
 is built, drawn afresh or loaded, what the Trainer needs (collator, batched augmentation, loss
 options, per-epoch evaluation), and which metrics and diagnostics the phase's record holds. The loop
 never branches on a task's name. The registered tasks: ``classification`` (from scratch), ``finetune``
-(from a pretrained network), ``mae_pretrain``, ``linear_probe`` and ``mae_finetune``.
+(from a pretrained network), ``mae_pretrain``, ``linear_probe``, ``mae_finetune`` and ``causal_lm``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class Task:
     name: str = ""
     best_metric: str = ""  # the per-epoch metric early stopping keeps the best of
     crops: bool = False  # stored images are cropped to crop_size on the device (random_resized_crop allowed)
-    needs_pretrained: bool = False  # starts from the recipe's `pretrained` network (and only such tasks take it)
+    needs_pretrained: bool = False  # starts from the recipe's `pretrained` network
+    accepts_pretrained: bool = False  # may start from `pretrained` (tasks that need it take it too)
 
     def __init__(self, config: RecipeConfig):
         self.config = config

