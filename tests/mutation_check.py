@@ -230,7 +230,7 @@ MUTATIONS = [
     _m(
         "gradient probe uses the new chunk as old data",
         "warmstart_hf/tasks/classification.py",
-        "        old = plan.train_indices(phase - 1) if phase > 0 else []",
+        "        old = plan.seen_indices(phase - 1) if phase > 0 else []",
         "        old = plan.chunks[phase] if phase > 0 else []",
         LOOP + "test_gradient_probe_uses_the_old_chunks_and_the_new_one",
     ),
