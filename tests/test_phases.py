@@ -200,6 +200,8 @@ def test_a_replay_plan_trains_each_phase_on_a_seeded_sample_of_the_earlier_chunk
         assert plan.seen_indices(k) == earlier + plan.chunks[k]
         assert plan.classes_seen(k) == cumulative.classes_seen(k)
     assert plan.replayed[1] != plan.replayed[2][: len(plan.replayed[1])]  # each phase draws anew
+    drawn_from = [bool(set(plan.replayed[2]) & set(chunk)) for chunk in plan.chunks[:2]]
+    assert drawn_from == [True, True]  # a sample across the earlier chunks, not their newest examples
     assert build_phase_plan(train, test, scenario=scenario, num_phases=3, seed=3, replay_fraction=0.25) == plan
     other = build_phase_plan(train, test, scenario=scenario, num_phases=3, seed=3, replay_fraction=0.5)
     assert len(other.train_indices(2)) == round(0.5 * len(plan.seen_indices(1))) + len(plan.chunks[2])
