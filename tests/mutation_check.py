@@ -230,7 +230,7 @@ MUTATIONS = [
     _m(
         "gradient probe uses the new chunk as old data",
         "warmstart_hf/tasks/classification.py",
-        "        old = plan.train_indices(phase - 1) if phase > 0 else []",
+        "        old = plan.seen_indices(phase - 1) if phase > 0 else []",
         "        old = plan.chunks[phase] if phase > 0 else []",
         LOOP + "test_gradient_probe_uses_the_old_chunks_and_the_new_one",
     ),
@@ -861,6 +861,40 @@ AID_MUTATIONS = [
     ),
 ]
 MUTATIONS += AID_MUTATIONS
+
+PHASES = T + "test_phases.py::"
+REPLAY_MUTATIONS = [
+    _m(
+        "replay ignores the seed",
+        "warmstart_hf/data/phases.py",
+        "    picked = np.random.default_rng(seed).choice(len(earlier), size=count, replace=False)",
+        "    picked = np.random.default_rng(0).choice(len(earlier), size=count, replace=False)",
+        PHASES + "test_replay_sample_is_seeded_and_its_ends_are_identity_and_empty",
+    ),
+    _m(
+        "replay takes the newest earlier examples instead of a seeded sample",
+        "warmstart_hf/data/phases.py",
+        "    return [earlier[i] for i in np.sort(picked)]",
+        "    return list(earlier[len(earlier) - count :])",
+        PHASES + "test_a_replay_plan_trains_each_phase_on_a_seeded_sample_of_the_earlier_chunks_then_the_new_one",
+        PHASES + "test_replay_sample_is_seeded_and_its_ends_are_identity_and_empty",
+    ),
+    _m(
+        "replay count truncates instead of rounding",
+        "warmstart_hf/data/phases.py",
+        "    count = round(fraction * len(earlier))",
+        "    count = int(fraction * len(earlier))",
+        PHASES + "test_replay_sample_takes_exactly_round_f_n_in_original_order",
+    ),
+    _m(
+        "with replay the gradient probe's old data is only the replayed sample",
+        "warmstart_hf/tasks/classification.py",
+        "        old = plan.seen_indices(phase - 1) if phase > 0 else []",
+        "        old = plan.train_indices(phase - 1) if phase > 0 else []",
+        LOOP + "test_a_replay_run_trains_each_phase_on_the_replayed_sample_and_the_new_chunk",
+    ),
+]
+MUTATIONS += REPLAY_MUTATIONS
 
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:

@@ -418,6 +418,14 @@ class IncrementalArguments:
     alignment_tolerance: float = field(
         default=0.01, metadata={"help": "task mae_pretrain: a phase whose aligned losses differ by more is flagged."}
     )
+    replay_fraction: float = field(
+        default=1.0,
+        metadata={
+            "help": "Phase k trains on its new chunk plus this fraction of the earlier chunks' examples, seeded per "
+            "phase. 1.0 = the cumulative union, the study's protocol; Ibrahim et al. 2024 (continual "
+            "pretraining): 0.05-0.25."
+        },
+    )
 
 
 @dataclass
@@ -1026,6 +1034,8 @@ def _check_plan(config: RecipeConfig) -> None:
         raise _fail("label_noise", inc.label_noise, "each rate must be in [0, 1)")
     if inc.phase_epochs is not None and (any(e <= 0 for e in inc.phase_epochs) or config.training.max_steps > 0):
         raise _fail("phase_epochs", inc.phase_epochs, "each count must be positive, and max_steps must be unset")
+    if not 0 <= inc.replay_fraction <= 1:
+        raise _fail("replay_fraction", inc.replay_fraction, "it must be a fraction in [0, 1] (1.0: replay everything)")
 
 
 def _check_data_and_model(config: RecipeConfig) -> None:
