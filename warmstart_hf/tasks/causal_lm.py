@@ -74,7 +74,8 @@ class CausalLanguageModel(Task):
             seed=seed,
             phase_fractions=inc.phase_fractions,
         )
-        plan.scenario = inc.scenario
+        # replay_fraction acts on blocks here (train_dataset): the plan records it, its chunks stay whole
+        plan.scenario, plan.replay_fraction = inc.scenario, inc.replay_fraction
         tokenizer = self.tokenizer = load_tokenizer(d.tokenizer)
         with config.training.main_process_first(desc="tokenizing and packing"):
             train = tokenize_documents(documents["train"], tokenizer, d.max_document_tokens)
