@@ -574,6 +574,7 @@ def phase_metrics(record: dict[str, Any]) -> dict[str, Any]:
 def arm_summary(arm_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     """What identifies an arm's results across runs and repos (stored in the card's metadata)."""
     from warmstart_hf.report.study import standard_scheme  # lazy: the study module imports scipy
+
     run_config = yaml.safe_load((arm_dir.parent / "config.yaml").read_text())
     first = records[0]
     return {

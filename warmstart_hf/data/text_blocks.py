@@ -10,9 +10,8 @@ shorter than a block dropped. The labels are the inputs (the model shifts them).
 from __future__ import annotations
 
 import hashlib
-import tempfile
+import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,14 +49,14 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 
 
 def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of the tokenizer's saved files: equal hashes, identical tokenizers (recorded per phase)."""
-    digest = hashlib.sha256()
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer.save_pretrained(tmp)
-        for path in sorted(Path(tmp).iterdir()):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    """A hash of what decides the ids: the vocabulary, the special tokens, and a fast tokenizer's whole
+    pipeline (merges, normalizer, pre-tokenizer). Not of the saved files: saving a reloaded tokenizer
+    adds loader metadata (``is_local``, ...) to its config."""
+    state = {"vocab": sorted(tokenizer.get_vocab().items()), "special": tokenizer.all_special_tokens}
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state["pipeline"] = backend.to_str()
+    return hashlib.sha256(json.dumps(state, ensure_ascii=False).encode()).hexdigest()
 
 
 def tokenize_documents(
@@ -66,12 +65,27 @@ def tokenize_documents(
     """An ``input_ids`` column: each document's ids (its first ``max_tokens`` when set) followed by EOS.
     A batched ``Dataset.map``, so a large corpus is tokenized once into the datasets cache."""
     eos = tokenizer.eos_token_id
+    encode_texts = _byt5_ids(tokenizer.offset) if isinstance(tokenizer, ByT5Tokenizer) else _tokenizer_ids(tokenizer)
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        return {"input_ids": [list(x[:max_tokens] if max_tokens else x) + [eos] for x in ids]}
+        return {"input_ids": [list(x[:max_tokens] if max_tokens else x) + [eos] for x in encode_texts(batch["text"])]}
 
     return documents.map(encode, batched=True, remove_columns=documents.column_names, desc="tokenizing")
+
+
+def _tokenizer_ids(tokenizer: PreTrainedTokenizerBase):
+    return lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def _byt5_ids(offset: int):
+    """ByT5's ids without its tokenizer: the UTF-8 bytes + ``offset`` (pad, eos, unk come first).
+    Hand-written because ByT5Tokenizer is pure Python, one character at a time: about 4 plays a second
+    here, where this takes milliseconds; tests/test_causal_lm.py checks the ids are the tokenizer's."""
+
+    def ids(texts: list[str]) -> list[list[int]]:
+        return [(np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(np.int64) + offset).tolist() for t in texts]
+
+    return ids
 
 
 def group_texts(token_lists: Sequence[Sequence[int]], block_size: int) -> list[list[int]]:
