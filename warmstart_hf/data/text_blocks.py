@@ -10,6 +10,7 @@ shorter than a block dropped. The labels are the inputs (the model shifts them).
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,15 +50,28 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+# tokenizer_config.json fields that say where and how a tokenizer was loaded, not what it is: a tokenizer
+# built in memory, saved, and loaded back (from a phase directory or the Hub) writes them differently.
+LOAD_FIELDS = ("is_local", "local_files_only", "name_or_path", "_commit_hash", "cache_dir", "revision", "token")
+
+
 def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of the tokenizer's saved files: equal hashes, identical tokenizers (recorded per phase)."""
+    """A hash of the tokenizer's saved files: equal hashes, identical tokenizers (recorded per phase).
+    ``tokenizer_config.json`` is hashed without its :data:`LOAD_FIELDS` and unset (null) fields, so
+    the run's tokenizer and the copy a phase directory or Hub branch loads back hash the same."""
     digest = hashlib.sha256()
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
         for path in sorted(Path(tmp).iterdir()):
             digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+            digest.update(_canonical_config(path) if path.name == "tokenizer_config.json" else path.read_bytes())
     return digest.hexdigest()
+
+
+def _canonical_config(path: Path) -> bytes:
+    config = json.loads(path.read_text())
+    kept = {key: value for key, value in config.items() if key not in LOAD_FIELDS and value is not None}
+    return json.dumps(kept, sort_keys=True).encode()
 
 
 def tokenize_documents(
