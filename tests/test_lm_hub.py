@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 
 from warmstart_hf.config import parse_config
@@ -49,6 +50,13 @@ def _held_out_loss(model, data) -> float:
     return sum(total for total, _ in sums) / sum(count for _, count in sums)
 
 
+@torch.no_grad()
+def _model_mean_loss(model, data) -> float:
+    """The same from the model's own loss, in one batch (every block is full: its mean is the token mean)."""
+    blocks = torch.cat([blocks for blocks in data.held_out if len(blocks)])
+    return float(model.eval()(input_ids=blocks, labels=blocks).loss)
+
+
 @pytest.mark.slow
 def test_causal_lm_phases_load_from_the_hub_with_the_recorded_loss_and_tokenizer(hub, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -73,6 +81,9 @@ def test_causal_lm_phases_load_from_the_hub_with_the_recorded_loss_and_tokenizer
         record = records[phase]
         assert tokenizer_sha256(tokenizer) == record["tokenizer_sha256"] == data.tokenizer_sha256
         assert _held_out_loss(model, data) == pytest.approx(record["validation_loss"], rel=1e-6, abs=1e-9)
+        assert _model_mean_loss(model, data) == pytest.approx(record["validation_loss"], rel=1e-5)
+        local = AutoTokenizer.from_pretrained(run_dir / "warm-seed0" / branch)  # saved with the phase model
+        assert tokenizer_sha256(local) == record["tokenizer_sha256"]
     assert records[1]["validation_loss"] != records[0]["validation_loss"]  # the branches hold different phases
 
     # the card: perplexity, tokens and FLOPs, no accuracy; the model-index result is the perplexity

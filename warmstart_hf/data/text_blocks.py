@@ -69,6 +69,7 @@ def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def _canonical_config(path: Path) -> bytes:
+    """tokenizer_config.json as what the tokenizer is: sorted keys, no load provenance, no unset fields."""
     config = json.loads(path.read_text())
     kept = {key: value for key, value in config.items() if key not in LOAD_FIELDS and value is not None}
     return json.dumps(kept, sort_keys=True).encode()
