@@ -896,6 +896,40 @@ REPLAY_MUTATIONS = [
 ]
 MUTATIONS += REPLAY_MUTATIONS
 
+# A causal_lm run on the Hub and its distributed guarantees (tests/test_lm_hub.py, tests/test_lm_scaling.py).
+LM_HUB = T + "test_lm_hub.py::test_causal_lm_phases_load_from_the_hub_with_the_recorded_loss_and_tokenizer"
+LM_HUB_MUTATIONS = [
+    _m(
+        "lm-hub: the phase model is saved without the tokenizer",
+        "warmstart_hf/tasks/causal_lm.py",
+        '            "processing_class": data.tokenizer,  # saved with every checkpoint and phase model\n',
+        "",
+        LM_HUB,
+    ),
+    _m(
+        "lm-hub: a phase is pushed without its tokenizer",
+        "warmstart_hf/models/export.py",
+        '    return {**files, **tokenizer_files(folder, out_dir / "tokenizer", tokenizer_dir)}',
+        "    return files",
+        LM_HUB,
+    ),
+    _m(
+        "lm-hub: the held-out loss averages per batch instead of summing",
+        "warmstart_hf/models/causal_lm.py",
+        'targets, reduction="sum")',
+        'targets, reduction="mean")',
+        LM_HUB,
+    ),
+    _m(
+        "lm-hub: a GPT-2 decoder keeps its dropout",
+        "warmstart_hf/models/causal_lm.py",
+        "            resid_pdrop=0.0,\n            embd_pdrop=0.0,\n            attn_pdrop=0.0,\n",
+        "",
+        T + "test_lm_scaling.py::test_gradient_accumulation_gives_the_update_of_the_full_batch",
+    ),
+]
+MUTATIONS += LM_HUB_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

@@ -4,7 +4,10 @@ loss that judges them.
 ``llama`` is a LLaMA-style decoder (RMSNorm, SwiGLU MLP of 8/3 x the width, rotary positions, untied
 embeddings), ``gpt2`` the GPT-2 architecture; both with transformers' own initialisation
 (N(0, ``initializer_range`` = 0.02) linears and embeddings, as their reference code), drawn under a
-seed without touching the global generator.
+seed without touching the global generator. Neither has dropout (LLaMA has none; GPT-2's config
+defaults of 0.1 are set to 0, as in single-pass pretraining, e.g. Pythia): a dropout mask depends on
+how a global batch is split over processes and accumulation steps, so with it 1 x B, N x B/N and
+B/k x k would no longer take the same optimizer step (tests/test_lm_scaling.py).
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ def build_lm_config(
             n_layer=layers,
             n_head=heads,
             n_inner=intermediate_size,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
             **tokens,
         )
     return LlamaConfig(

@@ -35,6 +35,23 @@ class TaskData:
     init_model: nn.Module | None = None  # from `init_from` (a Hub phase or local dir), else None
 
 
+@dataclass(frozen=True)
+class CardSpec:
+    """How a task's phases read on their Hub model card (``hub.render_card``), for a task whose record
+    has none of the classification fields: what the model is, its headline metric (the card's
+    model-index result), the per-phase columns, and how to load and continue from a branch.
+    ``load`` and ``continue_from`` are formatted with ``repo_id`` and ``branch``."""
+
+    description: str  # e.g. "causal language model (decoder pretraining)"
+    pipeline_tag: str  # the Hub's pipeline tag, e.g. "text-generation"
+    task_name: str  # the model-index task name, e.g. "Causal language modeling"
+    headline: tuple[str, str, str]  # (record field, metric type, metric name), e.g. held-out perplexity
+    columns: tuple[tuple[str, str, str], ...]  # (record field, column header, format spec) per phase
+    results_note: str  # what the columns measure
+    load: str  # Python that loads the branch with transformers alone
+    continue_from: str  # how a new run starts from the branch
+
+
 class Task:
     """Base class: subclasses set ``name`` (by :func:`register_task`) and implement the methods."""
 
@@ -43,6 +60,7 @@ class Task:
     crops: bool = False  # stored images are cropped to crop_size on the device (random_resized_crop allowed)
     needs_pretrained: bool = False  # starts from the recipe's `pretrained` network
     accepts_pretrained: bool = False  # may start from `pretrained` (tasks that need it take it too)
+    card: CardSpec | None = None  # None: the Hub card of an image classifier or an MAE (model_cards/)
 
     def __init__(self, config: RecipeConfig):
         self.config = config

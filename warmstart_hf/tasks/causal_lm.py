@@ -41,9 +41,44 @@ from warmstart_hf.metrics.diagnostics import diagnostic_sample, weight_diagnosti
 from warmstart_hf.models.causal_lm import build_lm_config, create_lm, parameter_count, token_loss_sum
 from warmstart_hf.report.language import write_language_summary
 from warmstart_hf.seeding import derive_seed
-from warmstart_hf.tasks.base import Task, TaskData
+from warmstart_hf.tasks.base import CardSpec, Task, TaskData
 from warmstart_hf.tasks.probe_curve import ProbeLoss, probe_curve
 from warmstart_hf.tasks.registry import register_task
+
+# The Hub card of a phase: perplexity, tokens and FLOPs, and the model and tokenizer loaded by revision.
+LM_CARD = CardSpec(
+    description="causal language model (decoder pretraining)",
+    pipeline_tag="text-generation",
+    task_name="Causal language modeling",
+    headline=("validation_perplexity", "perplexity", "held-out perplexity"),
+    columns=(
+        ("num_train_examples", "train blocks", "d"),
+        ("train_tokens", "train tokens", ","),
+        ("train_flops", "train FLOPs (6ND)", ".3e"),
+        ("validation_loss", "held-out loss", ".4f"),
+        ("validation_perplexity", "held-out perplexity", ".2f"),
+        ("probe_loss", "probe loss", ".5f"),
+        ("train_loss", "train loss", ".4f"),
+    ),
+    results_note=(
+        "Held-out loss: next-token cross-entropy (nats per token) over the held-out documents of the chunks "
+        "(or domains) seen so far, packed into blocks like the training text; perplexity is its exp. Train "
+        "tokens: the tokens the phase trained on (its blocks x block size x epochs); FLOPs: 6 x parameters x "
+        "tokens. Probe loss: the same loss on a fixed sample of held-out blocks (loss alignment)."
+    ),
+    load=(
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", revision="{branch}")  # the run\'s fixed tokenizer\n'
+        'model = AutoModelForCausalLM.from_pretrained("{repo_id}", revision="{branch}")\n'
+        'ids = tokenizer("Some text", return_tensors="pt").input_ids\n'
+        "loss = model(input_ids=ids, labels=ids).loss  # nats per token, like the held-out loss\n"
+    ),
+    continue_from=(
+        "To continue pretraining from this phase, download it "
+        '(`huggingface_hub.snapshot_download("{repo_id}", revision="{branch}")`) and set both `pretrained` and '
+        "`tokenizer` of a causal_lm recipe to that directory."
+    ),
+)
 
 
 @dataclass
@@ -60,6 +95,7 @@ class CausalLanguageModel(Task):
     """Next-token pretraining on packed blocks; records losses, perplexities, tokens and FLOPs."""
 
     accepts_pretrained = True  # continual pretraining of a Hub model; from a seeded draw without it
+    card = LM_CARD
     tokenizer = None  # the run's tokenizer, set by prepare()
 
     def prepare(self) -> LanguageData:
