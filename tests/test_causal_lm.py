@@ -237,3 +237,67 @@ def test_a_hub_style_corpus_with_its_own_test_split_and_domains(tmp_path, monkey
     assert documents["test"].features["label"] == documents["train"].features["label"]
     assert len(documents["test"]) == 3  # the source's own test split, not a carve
     assert torch.equal(torch.tensor(documents["train"]["label"]), torch.tensor([0, 1, 0]))
+
+
+@pytest.mark.slow
+def test_wsd_warm_continues_from_the_step_before_the_decay(tmp_path):
+    recipe = _recipe(
+        tmp_path,
+        num_phases=2,
+        strategies=["warm"],
+        lr_scheduler_type="warmup_stable_decay",
+        warmup_steps=2,
+        lr_decay_fraction=0.25,
+        warm_continues_from="pre_decay",
+        probe_every_steps=0,
+    )
+    config = parse_config(recipe=recipe)
+    seen = []
+    from warmstart_hf.trainer import PhaseTrainer
+
+    original = PhaseTrainer.train
+
+    def train(self, *args, **kwargs):
+        output = original(self, *args, **kwargs)
+        seen.append(
+            (
+                self.state.global_step,
+                self.decay_start_step,
+                [self.lr_scheduler.lr_lambdas[0](s) for s in range(self.state.global_step + 1)],
+            )
+        )
+        return output
+
+    PhaseTrainer.train = train
+    try:
+        run_dir = run_experiment(config)
+    finally:
+        PhaseTrainer.train = original
+    for steps, start, factors in seen:
+        assert start == steps - round(0.25 * steps)
+        assert factors[2 : start + 1] == [1.0] * (start - 1)  # warm-up of 2 steps, then stable up to the decay
+        assert all(b < a for a, b in zip(factors[start:], factors[start + 1 :]))  # then decaying
+    data = create_task(config).prepare()
+    arm = run_dir / "warm-seed0"
+    trunk = AutoModelForCausalLM.from_pretrained(arm / "phase-00" / "pre_decay")
+    end = AutoModelForCausalLM.from_pretrained(arm / "phase-00")
+    start_loss = _records(run_dir, "warm-seed0")[1]["start_probe_loss"]
+    assert start_loss == pytest.approx(_probe(trunk, data), rel=1e-6)
+    assert start_loss != pytest.approx(_probe(end, data), rel=1e-6)
+
+
+def _probe(model, data) -> float:
+    total, count = token_loss_sum(model, data.probe, 64)
+    return total / count
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"warm_continues_from": "pre_decay"}, "warm_continues_from"),
+        ({"lr_decay_fraction": 1.0, "lr_scheduler_type": "warmup_stable_decay"}, "lr_decay_fraction"),
+    ],
+)
+def test_bad_schedule_options_fail_fast(tmp_path, changes, field):
+    with pytest.raises(ConfigError, match=field):
+        parse_config(recipe=_recipe(tmp_path, **changes))

@@ -426,6 +426,21 @@ class IncrementalArguments:
             "pretraining): 0.05-0.25."
         },
     )
+    lr_decay_fraction: float = field(
+        default=0.2,
+        metadata={
+            "help": "lr_scheduler_type warmup_stable_decay: the LR decays over this last fraction of each phase's "
+            "steps (Hagele et al. 2024: 0.2), after the warm-up and a constant stretch."
+        },
+    )
+    warm_continues_from: Literal["end", "pre_decay"] = field(
+        default="end",
+        metadata={
+            "help": "What a warm-derived arm continues from: the previous phase's end, or (warmup_stable_decay) its "
+            "last step before the decay, kept as phase-XX/pre_decay: the stable trunk the cooldown branched from "
+            "(the branch-at-any-size practice). The decayed end is what is evaluated, saved and pushed."
+        },
+    )
 
 
 @dataclass
@@ -1143,6 +1158,17 @@ def _check_strategy_options(config: RecipeConfig) -> None:
 
 def _check_stop_and_schedule(config: RecipeConfig) -> None:
     inc, tr = config.incremental, config.training
+    wsd = tr.lr_scheduler_type.value == "warmup_stable_decay"
+    if not 0 < inc.lr_decay_fraction < 1:
+        raise _fail("lr_decay_fraction", inc.lr_decay_fraction, "it must be a fraction in (0, 1)")
+    if inc.warm_continues_from == "pre_decay" and not wsd:
+        raise _fail("warm_continues_from", "pre_decay", "it needs lr_scheduler_type: warmup_stable_decay")
+    if inc.warm_continues_from == "pre_decay" and config.strategy.optimizer_state == "carry":
+        raise _fail(
+            "warm_continues_from",
+            "pre_decay",
+            "the carried optimizer state is the decayed end's: use optimizer_state: reset",
+        )
     constant = tr.lr_scheduler_type.value in ("constant", "constant_with_warmup")
     if inc.stop_rule == "early_stopping" and not config.data.validation_per_class:
         raise _fail("stop_rule", inc.stop_rule, "early_stopping needs a validation split: set validation_per_class")
