@@ -91,6 +91,13 @@ class DataArguments:
             "scenario domain partitions the domains into phases. Unset: one domain."
         },
     )
+    domain_order: Literal["seeded", "sorted"] = field(
+        default="seeded",
+        metadata={
+            "help": "scenario domain: the order the domains arrive in, a seeded permutation or sorted by name "
+            "(CommonCrawl dumps such as CC-MAIN-2013-20 sort by date: time-incremental, as TiC-LM)."
+        },
+    )
     tokenizer: str = field(
         default="byte",
         metadata={

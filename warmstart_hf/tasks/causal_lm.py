@@ -109,6 +109,7 @@ class CausalLanguageModel(Task):
             num_phases=config.num_phases,
             seed=seed,
             phase_fractions=inc.phase_fractions,
+            class_order=_domain_order(documents["train"], inc.scenario, d.domain_order),
         )
         # replay_fraction acts on blocks here (train_dataset): the plan records it, its chunks stay whole
         plan.scenario, plan.replay_fraction = inc.scenario, inc.replay_fraction
@@ -237,6 +238,13 @@ class CausalLanguageModel(Task):
         table = write_language_summary(run_dir)
         push_aligned_checkpoints(self.config, run_dir)
         return table
+
+
+def _domain_order(documents: Dataset, scenario: str, order: str) -> list[int] | None:
+    """The domains in name order (their ClassLabel ids are sorted names), or None: a seeded order."""
+    if scenario != "domain" or order != "sorted":
+        return None
+    return list(range(documents.features["label"].num_classes))
 
 
 def _mean_loss(model: nn.Module, blocks: torch.Tensor, batch_size: int) -> float:
