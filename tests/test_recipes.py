@@ -72,7 +72,6 @@ def launched_processes(recipe: str) -> int:
 
 def parsed(recipe: str, processes: int = 1, overrides: dict | None = None):
     """The recipe parsed as a run with ``processes`` processes sees it (the MAE rule reads the world size)."""
-
     from transformers import TrainingArguments
 
     with mock.patch.object(TrainingArguments, "world_size", new=property(lambda self: processes)):
