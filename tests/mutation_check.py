@@ -848,14 +848,14 @@ AID_MUTATIONS = [
     _m(
         "a saved AID model loads back with ReLUs",
         "warmstart_hf/models/classifier.py",
-        "        if getattr(config, \"aid_p\", None) is not None:",
+        '        if getattr(config, "aid_p", None) is not None:',
         "        if False:",
         T + "test_aid.py::test_every_relu_becomes_aid_and_a_saved_model_rebuilds_them",
     ),
     _m(
         "an AID phase resumes with the phase's fresh masks",
         "warmstart_hf/strategies/aid.py",
-        "        masks.load(load_file(str(saved))[\"state\"])",
+        '        masks.load(load_file(str(saved))["state"])',
         "        pass",
         T + "test_aid.py::test_an_aid_run_resumed_mid_phase_equals_an_uninterrupted_one",
     ),

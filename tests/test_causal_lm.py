@@ -205,6 +205,7 @@ def test_domain_scenario_phases_bring_whole_domains(tmp_path):
         ({"lm_hidden_size": 30, "lm_heads": 4}, "lm_hidden_size"),
         ({"augmentation": ["crop"]}, "augmentation"),
         ({"strategies": ["warm", "dash"]}, "strategies"),
+        ({"init_from": "runs/x/warm-seed0/phase-00"}, "init_from"),
     ],
 )
 def test_bad_language_model_recipes_fail_fast(tmp_path, changes, field):

@@ -409,21 +409,26 @@ class IncrementalArguments:
         },
     )
     probe_examples: int = field(
-        default=256, metadata={"help": "task mae_pretrain: size of the fixed probe sample of the test split."}
+        default=256,
+        metadata={"help": "tasks mae_pretrain, causal_lm: size of the fixed probe sample of the held-out split."},
     )
     probe_every_steps: int = field(
         default=0,
         metadata={
-            "help": "task mae_pretrain: measure the probe loss and keep a snapshot every N optimizer steps (0: only "
-            "at the end of each phase); the snapshots are the candidates for loss alignment."
+            "help": "tasks mae_pretrain, causal_lm: measure the probe loss and keep a snapshot every N optimizer "
+            "steps (0: only at the end of each phase); the snapshots are the candidates for loss alignment."
         },
     )
     alignment_direction: Literal["warm_to_cold", "cold_to_warm"] = field(
         default="warm_to_cold",
-        metadata={"help": "task mae_pretrain: which arm's snapshot is chosen to match the other's end-of-phase loss."},
+        metadata={
+            "help": "tasks mae_pretrain, causal_lm: which arm's snapshot is chosen to match the other's end-of-phase "
+            "loss."
+        },
     )
     alignment_tolerance: float = field(
-        default=0.01, metadata={"help": "task mae_pretrain: a phase whose aligned losses differ by more is flagged."}
+        default=0.01,
+        metadata={"help": "tasks mae_pretrain, causal_lm: a phase whose aligned losses differ by more is flagged."},
     )
     replay_fraction: float = field(
         default=1.0,

@@ -288,6 +288,11 @@ def check_causal_lm(config: RecipeConfig) -> None:
             f"Recipe field `domain_column` has value {d.domain_column!r} with scenario {inc.scenario!r}: scenario "
             "domain needs a domain_column, and only it uses one. Fix: set both or neither."
         )
+    if m.init_from:
+        raise ConfigError(
+            f"Recipe field `init_from` has value {m.init_from!r}, but task causal_lm starts from `pretrained`. Fix: "
+            "set `pretrained` (and `tokenizer`) to that checkpoint's directory or Hub id instead."
+        )
     for name, value in (("block_size", d.block_size), ("lm_layers", m.lm_layers), ("lm_heads", m.lm_heads)):
         if value < 1:
             raise ConfigError(f"Recipe field `{name}` has value {value}. Fix: use a positive integer.")
