@@ -930,6 +930,55 @@ LM_HUB_MUTATIONS = [
 ]
 MUTATIONS += LM_HUB_MUTATIONS
 
+# Task causal_lm (tests/test_causal_lm.py).
+LM = T + "test_causal_lm.py::"
+LM_MUTATIONS = [
+    _m(
+        "lm: a chunk's blocks keep the tail shorter than a block",
+        "warmstart_hf/data/text_blocks.py",
+        "    usable = (len(joined) // block_size) * block_size",
+        "    usable = len(joined)",
+        LM + "test_packing_equals_run_clm_group_texts_by_hand",
+    ),
+    _m(
+        "lm: replay keeps the newest earlier blocks",
+        "warmstart_hf/tasks/causal_lm.py",
+        "        kept = replay_sample(range(len(earlier)), self.config.incremental.replay_fraction, seed)",
+        "        kept = list(range(len(earlier) - round(self.config.incremental.replay_fraction * len(earlier)), "
+        "len(earlier)))",
+        LM + "test_replay_selects_exactly_the_stated_share_of_earlier_blocks",
+    ),
+    _m(
+        "lm: cold draws theta0 again instead of a new draw per phase",
+        "warmstart_hf/tasks/causal_lm.py",
+        'derive_seed(seed, "fresh", phase))',
+        'derive_seed(seed, "init"))',
+        LM + "test_warm_starts_from_the_last_phase_and_cold_from_its_seeded_draw",
+    ),
+    _m(
+        "lm: init/ is saved without the run's tokenizer",
+        "warmstart_hf/tasks/causal_lm.py",
+        "        self.tokenizer.save_pretrained(directory)\n",
+        "",
+        LM + "test_the_tokenizer_is_fixed_across_phases_and_saved_with_every_model",
+    ),
+    _m(
+        "lm: the domain scenario's held-out loss covers domains not seen yet",
+        "warmstart_hf/tasks/causal_lm.py",
+        'seen = range(len(sums)) if data.plan.scenario == "data" else range(phase + 1)',
+        "seen = range(len(sums))",
+        LM + "test_domain_scenario_held_out_loss_covers_the_domains_seen_so_far",
+    ),
+    _m(
+        "lm: under warmup-stable-decay warm continues from the decayed end",
+        "warmstart_hf/loop.py",
+        "    return arm.task.load_model(phase_dir / PreDecaySnapshot.DIRECTORY)",
+        "    return model",
+        LM + "test_wsd_warm_continues_from_the_step_before_the_decay",
+    ),
+]
+MUTATIONS += LM_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

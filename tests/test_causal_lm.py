@@ -302,3 +302,19 @@ def _probe(model, data) -> float:
 def test_bad_schedule_options_fail_fast(tmp_path, changes, field):
     with pytest.raises(ConfigError, match=field):
         parse_config(recipe=_recipe(tmp_path, **changes))
+
+
+def test_domain_scenario_held_out_loss_covers_the_domains_seen_so_far(tmp_path):
+    from types import SimpleNamespace
+
+    recipe = _recipe(tmp_path, scenario="domain", domain_column="genre", num_phases=3)
+    task = create_task(parse_config(recipe=recipe))
+    data = task.prepare()
+    model = create_lm(data.model_config, 0)
+    trainer = SimpleNamespace(model=model, state=SimpleNamespace(epoch=1.0, global_step=1, log_history=[]))
+    sums = [token_loss_sum(model, blocks, 64) for blocks in data.held_out]
+    for phase in range(3):
+        record = task.phase_metrics(trainer, data, phase, data.chunk_blocks[phase])
+        seen = sums[: phase + 1]
+        assert record["validation_loss"] == pytest.approx(sum(s for s, _ in seen) / sum(n for _, n in seen), rel=1e-6)
+        assert record["validation_loss_per_group"] == pytest.approx([s / n for s, n in sums], rel=1e-6)
