@@ -26,13 +26,13 @@ BLOCK = 32
 SMALL = {"max_train_examples": 48, "max_test_examples": 24, "num_train_epochs": 1, "per_device_train_batch_size": 16}
 
 
-def tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
+def tiny_checkpoint(folder: Path, seed: int = 0, block_size: int = BLOCK) -> Path:
     """A seeded tiny decoder and the byte tokenizer, saved as a causal_lm phase directory."""
     tokenizer = ByT5Tokenizer()
     config = build_lm_config(
         "llama",
         vocab_size=len(tokenizer),
-        block_size=BLOCK,
+        block_size=block_size,
         hidden_size=16,
         layers=1,
         heads=2,
@@ -75,7 +75,13 @@ def test_probe_features_are_the_hidden_states_averaged_over_the_real_tokens(tmp_
         features = probe.features(ids, mask)
     torch.testing.assert_close(features, by_hand, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(features, hidden.mean(1), atol=1e-3)  # padding would change the mean
-    assert all(not p.requires_grad for p in probe.decoder.parameters()) and probe.head.weight.requires_grad
+    # the cached features the head trains on are the probe's own, from the checkpoint's decoder
+    rows = data.test.with_format("torch")[:8]
+    torch.testing.assert_close(rows["features"], probe.features(rows["input_ids"], rows["attention_mask"]).detach())
+    # a training step through the decoder reaches the head only
+    probe.train()
+    probe(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 2])).loss.backward()
+    assert all(p.grad is None for p in probe.decoder.parameters()) and probe.head[1].weight.grad is not None
 
 
 def test_finetuning_classifies_the_last_real_token_of_the_pretrained_decoder(tmp_path):
@@ -122,7 +128,7 @@ def test_the_probe_trains_its_head_only_and_finetuning_trains_the_decoder(tmp_pa
     init, trained = _phase_weights(run_experiment(parse_config(recipe=recipe)))
     decoder = [k for k in trained if k.startswith("decoder.")]
     assert decoder and all(torch.equal(trained[k], pretrained["model." + k.removeprefix("decoder.")]) for k in decoder)
-    assert not torch.equal(trained["head.weight"], init["head.weight"])
+    assert not torch.equal(trained["head.1.weight"], init["head.1.weight"])
     recipe = downstream_recipe("demo_finetune_genre.yaml", tmp_path, pretrained=str(checkpoint))
     init, trained = _phase_weights(run_experiment(parse_config(recipe=recipe)))
     layers = [k for k in trained if k.startswith("model.layers.")]

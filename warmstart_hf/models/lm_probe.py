@@ -1,8 +1,13 @@
 """The linear probe of a pretrained causal language model (the language counterpart of the MAE probe,
 ``warmstart_hf/models/probe.py``): the decoder frozen, its last hidden states mean-pooled over the real
-tokens (the attention mask: padding never enters the mean), a linear head (normal, std 0.01, zero
-bias) on the pooled features. Full finetuning needs no model here: transformers'
-``AutoModelForSequenceClassification`` (LLaMA / GPT-2 pool the last non-pad token).
+tokens (the attention mask: padding never enters the mean), then as MAE's probe a
+``BatchNorm1d(affine=False)`` (the features standardised: a small decoder's pooled states differ little
+between texts) and a linear head (normal, std 0.01, zero bias). Full finetuning needs no model here:
+transformers' ``AutoModelForSequenceClassification`` (LLaMA / GPT-2 pool the last non-pad token).
+
+``forward`` takes token ids, or the pooled ``features`` themselves: the decoder is frozen and texts are
+not augmented, so the task computes each text's features once (``features()``) and trains the head on
+them, instead of running the decoder every epoch.
 
 The decoder is the checkpoint's base model (``AutoModel``: ``LlamaModel`` / ``GPT2Model``), built from
 its config (kept as a plain dict, ``backbone``), so any decoder architecture the Auto classes know
@@ -51,9 +56,10 @@ class LmLinearProbe(KeepsFrozen, PreTrainedModel):
         super().__init__(config)
         decoder = config.decoder_config()
         self.decoder = AutoModel.from_config(decoder)
-        self.head = nn.Linear(decoder.hidden_size, config.num_labels)
-        nn.init.normal_(self.head.weight, std=0.01)
-        nn.init.zeros_(self.head.bias)
+        width = decoder.hidden_size
+        self.head = nn.Sequential(nn.BatchNorm1d(width, affine=False, eps=1e-6), nn.Linear(width, config.num_labels))
+        nn.init.normal_(self.head[1].weight, std=0.01)
+        nn.init.zeros_(self.head[1].bias)
         self.freeze()
         self.post_init()
 
@@ -76,10 +82,19 @@ class LmLinearProbe(KeepsFrozen, PreTrainedModel):
         hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return masked_mean(hidden, attention_mask)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels=None, **kwargs):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        logits = self.head(self.features(input_ids, attention_mask))
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """Logits from token ids (the decoder runs) or from their pooled ``features`` (it does not)."""
+        if features is None:
+            mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            features = self.features(input_ids, mask)
+        logits = self.head(features)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -95,6 +95,24 @@ def collate_text(rows: list[dict]) -> dict[str, torch.Tensor]:
     }
 
 
+def collate_features(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """The probe's batches: pooled features (float32) and labels."""
+    features = np.stack([np.asarray(r["features"], dtype=np.float32) for r in rows])
+    return {"features": torch.as_tensor(features), "labels": torch.as_tensor([int(r["labels"]) for r in rows])}
+
+
+@torch.no_grad()
+def with_features(probe: LmLinearProbe, texts: Dataset, batch_size: int) -> Dataset:
+    """``texts`` (token ids, labels) with each text's pooled ``features``: the frozen decoder's, computed
+    once, in eval mode; the probe trains on them."""
+    device, rows, pooled = next(probe.parameters()).device, texts.with_format("torch"), []
+    for start in range(0, len(texts), batch_size):
+        batch = rows[start : start + batch_size]
+        pooled.append(probe.features(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu())
+    features = torch.cat(pooled).numpy() if pooled else np.zeros((0, probe.config.decoder_config().hidden_size))
+    return texts.add_column("features", list(features))
+
+
 class TextClassification(Task):
     """What the two text tasks share: the data, the tokenizer, the plan and the metrics."""
 
@@ -162,7 +180,18 @@ class TextClassification(Task):
 
 @register_task("lm_linear_probe")
 class LmLinearProbeTask(TextClassification):
-    """A frozen decoder's mean-pooled last hidden states and a linear head."""
+    """A frozen decoder's mean-pooled last hidden states, computed once per text, and a linear head."""
+
+    def prepare(self) -> TextData:
+        """The texts, then their pooled features from the checkpoint's frozen decoder (on the training device)."""
+        data = super().prepare()
+        probe = self._build(data, 0).to(self.config.training.device).eval()
+        batch = self.config.training.per_device_eval_batch_size
+        data.train, data.test = (with_features(probe, split, batch) for split in (data.train, data.test))
+        return data
+
+    def trainer_options(self, data: TextData, phase: int) -> dict[str, Any]:
+        return {**super().trainer_options(data, phase), "data_collator": collate_features}
 
     def _model_config(self, decoder, labels: dict, tokenizer) -> LmProbeConfig:
         return LmProbeConfig(backbone=decoder.to_dict(), **labels)
