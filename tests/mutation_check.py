@@ -979,6 +979,39 @@ LM_MUTATIONS = [
 ]
 MUTATIONS += LM_MUTATIONS
 
+LM_DOWN = T + "test_lm_downstream.py::"
+LM_DOWNSTREAM_MUTATIONS = [
+    _m(
+        "the language-model probe's pooling averages the padding too",
+        "warmstart_hf/models/lm_probe.py",
+        "    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)",
+        "    return hidden.mean(dim=1)",
+        LM_DOWN + "test_probe_features_are_the_hidden_states_averaged_over_the_real_tokens",
+    ),
+    _m(
+        "the language-model probe leaves the decoder trainable",
+        "warmstart_hf/models/lm_probe.py",
+        "        self.decoder.requires_grad_(False)",
+        "        self.decoder.requires_grad_(True)",
+        LM_DOWN + "test_probe_features_are_the_hidden_states_averaged_over_the_real_tokens",
+    ),
+    _m(
+        "the language-model probe's decoder is not the checkpoint's (a random draw)",
+        "warmstart_hf/tasks/text_classification.py",
+        "model.decoder.load_state_dict(",
+        "(lambda weights: None)(",
+        LM_DOWN + "test_probe_features_are_the_hidden_states_averaged_over_the_real_tokens",
+    ),
+    _m(
+        "the genre passages' training split holds the test plays too",
+        "warmstart_hf/data/text_sources.py",
+        '{"train": _passages(split(False), genres)',
+        '{"train": _passages(plays, genres)',
+        LM_DOWN + "test_passages_split_by_play_and_are_labelled_with_their_play_s_genre",
+    ),
+]
+MUTATIONS += LM_DOWNSTREAM_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

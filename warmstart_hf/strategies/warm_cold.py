@@ -19,7 +19,16 @@ class WarmStart(Strategy):
     """
 
     reference = "Ash & Adams 2020; DASH (Shin et al. 2024) warm / warm_rm"
-    tasks = ("classification", "finetune", "mae_pretrain", "linear_probe", "mae_finetune", "causal_lm")
+    tasks = (
+        "classification",
+        "finetune",
+        "mae_pretrain",
+        "linear_probe",
+        "mae_finetune",
+        "causal_lm",
+        "lm_linear_probe",
+        "lm_finetune",
+    )
 
     def prepare(self, ctx: PhaseContext) -> PhaseStart:
         return PhaseStart(model=ctx.previous_model, carry_optimizer_state=self.carries_optimizer_state())
@@ -38,7 +47,16 @@ class ColdStart(Strategy):
     """
 
     reference = "Ash & Adams 2020 (fresh draw); FIRE full reset (cold_init: same); Revisiting Warm-Start Training 3.1"
-    tasks = ("classification", "finetune", "mae_pretrain", "linear_probe", "mae_finetune", "causal_lm")
+    tasks = (
+        "classification",
+        "finetune",
+        "mae_pretrain",
+        "linear_probe",
+        "mae_finetune",
+        "causal_lm",
+        "lm_linear_probe",
+        "lm_finetune",
+    )
     warm_derived = False
 
     def carries_optimizer_state(self) -> bool:

@@ -6,6 +6,7 @@ from warmstart_hf.tasks import (  # noqa: F401 - registers them
     finetune,
     linear_probe,
     mae_pretrain,
+    text_classification,
 )
 from warmstart_hf.tasks.base import Task, TaskData
 from warmstart_hf.tasks.registry import TASKS, check_task, create_task, register_task

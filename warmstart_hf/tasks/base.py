@@ -5,7 +5,8 @@ task says what a phase trains and how it is judged: how the data is prepared, ho
 is built, drawn afresh or loaded, what the Trainer needs (collator, batched augmentation, loss
 options, per-epoch evaluation), and which metrics and diagnostics the phase's record holds. The loop
 never branches on a task's name. The registered tasks: ``classification`` (from scratch), ``finetune``
-(from a pretrained network), ``mae_pretrain``, ``linear_probe``, ``mae_finetune`` and ``causal_lm``.
+(from a pretrained network), ``mae_pretrain``, ``linear_probe``, ``mae_finetune``, ``causal_lm``, and its downstream
+``lm_linear_probe`` and ``lm_finetune``.
 """
 
 from __future__ import annotations
