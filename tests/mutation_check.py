@@ -1012,6 +1012,24 @@ LM_DOWNSTREAM_MUTATIONS = [
 ]
 MUTATIONS += LM_DOWNSTREAM_MUTATIONS
 
+LM_BENCHMARK_MUTATIONS = [
+    _m(
+        "lm benchmark: a language model's throughput counted in blocks, not tokens",
+        "warmstart_hf/tasks/causal_lm.py",
+        '        return "tokens", self.config.data.block_size\n',
+        '        return "tokens", 1\n',
+        T + "test_benchmark.py::test_a_language_model_is_benchmarked_in_tokens_per_second",
+    ),
+    _m(
+        "lm benchmark: the plain loop never steps the recipe's LR schedule",
+        "warmstart_hf/benchmark.py",
+        "    schedule.step()\n",
+        "",
+        T + "test_benchmark.py::test_the_plain_loop_steps_the_recipe_s_learning_rate_schedule",
+    ),
+]
+MUTATIONS += LM_BENCHMARK_MUTATIONS
+
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:
     """Apply one mutation in a scratch copy, run its tests there; returns (outcome, seconds, tail)."""

@@ -98,6 +98,12 @@ class Task:
         """The phase's final model as a plain model directory; every process calls it (FSDP gathers)."""
         trainer.save_model(str(directory))
 
+    def throughput_unit(self, data: TaskData) -> tuple[str, int]:
+        """What ``scripts/benchmark.py`` counts as work, and how many of it one training example holds:
+        throughput is compared in the unit the task is judged in (images here; tokens for a language
+        model, whose example is a block of many)."""
+        return "images", 1
+
     def write_summary(self, run_dir: Path) -> str:
         """The run's summary files (main process, after every arm); returns the table to print."""
         return write_run_summary(run_dir)

@@ -197,6 +197,10 @@ class CausalLanguageModel(Task):
             "callbacks": [ProbeLoss(measure, every)] if every else [],
         }
 
+    def throughput_unit(self, data: LanguageData) -> tuple[str, int]:
+        """Tokens: every training example is one packed block of ``block_size`` ids (as ``train_tokens``)."""
+        return "tokens", self.config.data.block_size
+
     @property
     def _eval_batch(self) -> int:
         return self.config.training.per_device_eval_batch_size
