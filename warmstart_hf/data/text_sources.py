@@ -30,6 +30,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 
 from warmstart_hf.config import ConfigError, DataArguments
+from warmstart_hf.data.sources import keep_first
 
 SINGLE_DOMAIN = "text"
 PASSAGE_CHARS = 128  # characters per passage: 128 byte-tokenizer ids for ASCII text
@@ -154,13 +155,5 @@ def load_text_source(args: DataArguments) -> DatasetDict:
         stratify = "label" if train.features["label"].num_classes > 1 else None
         carved = train.train_test_split(test_size=args.test_size, seed=args.carve_seed, stratify_by_column=stratify)
         train, test = carved["train"], carved["test"]
-    if args.max_train_examples is not None:
-        train = train.select(range(min(args.max_train_examples, len(train))))
-    if args.max_test_examples is not None:
-        test = test.select(range(min(args.max_test_examples, len(test))))
-    if len(train) == 0 or len(test) == 0:
-        raise ConfigError(
-            f"Dataset {args.dataset!r} has {len(train)} train and {len(test)} held-out documents after selection. "
-            "Fix: raise `max_train_examples` / `max_test_examples` or `test_size`."
-        )
+    train, test = keep_first(train, test, args, "documents")
     return DatasetDict({"train": train, "test": test})
