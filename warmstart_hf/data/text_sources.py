@@ -23,6 +23,7 @@ first plays.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -157,3 +158,15 @@ def load_text_source(args: DataArguments) -> DatasetDict:
         train, test = carved["train"], carved["test"]
     train, test = keep_first(train, test, args, "documents")
     return DatasetDict({"train": train, "test": test})
+
+
+def load_ood_documents(args: DataArguments) -> Dataset:
+    """The documents of ``ood_dataset`` (its test split, else its train split; the first
+    ``max_test_examples``): text another distribution than the phases', for an out-of-distribution loss."""
+    source = dataclasses.replace(args, dataset=args.ood_dataset, dataset_config=None, dataset_revision=None)
+    source.domain_column = None
+    raw = _load_raw(source)
+    split = args.test_split if args.test_split in raw else args.train_split
+    documents = _documents(raw, source, "test_split", split)
+    count = args.max_test_examples
+    return documents.select(range(min(count, len(documents)))) if count else documents

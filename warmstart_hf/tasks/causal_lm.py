@@ -35,7 +35,7 @@ from warmstart_hf.data.text_blocks import (
     tokenize_documents,
     tokenizer_sha256,
 )
-from warmstart_hf.data.text_sources import load_text_source
+from warmstart_hf.data.text_sources import load_ood_documents, load_text_source
 from warmstart_hf.hub import push_aligned_checkpoints
 from warmstart_hf.metrics.diagnostics import diagnostic_sample, weight_diagnostics
 from warmstart_hf.models.causal_lm import build_lm_config, create_lm, parameter_count, token_loss_sum
@@ -88,6 +88,7 @@ class LanguageData(TaskData):
     chunk_blocks: list[Dataset] = field(default_factory=list)  # the training blocks of each phase's new documents
     held_out: list[torch.Tensor] = field(default_factory=list)  # held-out blocks per group (chunk or domain)
     probe: torch.Tensor | None = None  # the fixed probe sample of held-out blocks
+    ood: torch.Tensor | None = None  # blocks of the recipe's out-of-distribution text (ood_dataset)
 
 
 @register_task("causal_lm")
@@ -119,6 +120,7 @@ class CausalLanguageModel(Task):
             test = tokenize_documents(documents["test"], tokenizer, d.max_document_tokens)
             chunks = [pack_blocks(train, chunk, d.block_size) for chunk in plan.chunks]
             held_out = [block_tensor(pack_blocks(test, group, d.block_size)) for group in plan.test_groups]
+            ood = self._ood_blocks(tokenizer) if d.ood_dataset else None
         _check_blocks(chunks, held_out, d.block_size)
         every = torch.cat([blocks for blocks in held_out if len(blocks)])
         probe = every[diagnostic_sample(len(every), inc.probe_examples, derive_seed(seed, "probe"))]
@@ -132,7 +134,19 @@ class CausalLanguageModel(Task):
             chunk_blocks=chunks,
             held_out=held_out,
             probe=probe,
+            ood=ood,
         )
+
+    def _ood_blocks(self, tokenizer) -> torch.Tensor:
+        d = self.config.data
+        tokenized = tokenize_documents(load_ood_documents(d), tokenizer, d.max_document_tokens)
+        blocks = block_tensor(pack_blocks(tokenized, range(len(tokenized)), d.block_size))
+        if not len(blocks):
+            raise ConfigError(
+                f"Recipe field `ood_dataset` has value {d.ood_dataset!r}, whose documents hold fewer tokens than one "
+                f"block of {d.block_size}. Fix: raise max_test_examples or use a smaller block_size."
+            )
+        return blocks
 
     def _model_config(self, tokenizer):
         m, d = self.config.model, self.config.data
@@ -228,7 +242,14 @@ class CausalLanguageModel(Task):
             "probe_curve": probe_curve(trainer, phase, final),
             "train_loss": losses[-1] if losses else None,
             "tokenizer_sha256": data.tokenizer_sha256,
+            **self._ood_metrics(model, data),
         }
+
+    def _ood_metrics(self, model: nn.Module, data: LanguageData) -> dict[str, float]:
+        if data.ood is None:
+            return {}
+        loss = _mean_loss(model, data.ood, self._eval_batch)
+        return {"ood_loss": loss, "ood_perplexity": math.exp(loss)}
 
     def end_diagnostics(self, model: nn.Module, data: LanguageData, phase: int, train, **state) -> dict[str, Any]:
         return weight_diagnostics(model, state["init_state"], state["previous"])
