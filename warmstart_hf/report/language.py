@@ -85,7 +85,7 @@ def write_language_summary(run_dir: str | Path) -> str:
     """summary.md (the pretraining summary, then the language table), summary.csv (probe losses) and
     language.csv. Returns the language table."""
     run_dir = Path(run_dir)
-    write_pretraining_summary(run_dir)
+    write_pretraining_summary(run_dir, probe="the next-token loss on a fixed sample of held-out blocks")
     rows = language_rows(load_run_results(run_dir))
     table = _table(rows)
     write_rows_csv(run_dir / "language.csv", rows)
