@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Images/s of the project's phase path next to a plain PyTorch loop, same model, data and device.
+"""Throughput of the project's phase path next to a plain PyTorch loop, same model, data and device:
+images/s, or tokens/s for a language model (task causal_lm).
 
 python scripts/benchmark.py recipes/digits.yaml --device cpu
 python scripts/benchmark.py recipes/cifar100.yaml --device cuda --num_train_epochs 3 --num_phases 2
+python scripts/benchmark.py recipes/lm/demo.yaml --device cpu
 """
 
 import sys

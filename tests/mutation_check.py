@@ -230,7 +230,7 @@ MUTATIONS = [
     _m(
         "gradient probe uses the new chunk as old data",
         "warmstart_hf/tasks/classification.py",
-        "        old = plan.train_indices(phase - 1) if phase > 0 else []",
+        "        old = plan.seen_indices(phase - 1) if phase > 0 else []",
         "        old = plan.chunks[phase] if phase > 0 else []",
         LOOP + "test_gradient_probe_uses_the_old_chunks_and_the_new_one",
     ),
@@ -848,19 +848,187 @@ AID_MUTATIONS = [
     _m(
         "a saved AID model loads back with ReLUs",
         "warmstart_hf/models/classifier.py",
-        "        if getattr(config, \"aid_p\", None) is not None:",
+        '        if getattr(config, "aid_p", None) is not None:',
         "        if False:",
         T + "test_aid.py::test_every_relu_becomes_aid_and_a_saved_model_rebuilds_them",
     ),
     _m(
         "an AID phase resumes with the phase's fresh masks",
         "warmstart_hf/strategies/aid.py",
-        "        masks.load(load_file(str(saved))[\"state\"])",
+        '        masks.load(load_file(str(saved))["state"])',
         "        pass",
         T + "test_aid.py::test_an_aid_run_resumed_mid_phase_equals_an_uninterrupted_one",
     ),
 ]
 MUTATIONS += AID_MUTATIONS
+
+PHASES = T + "test_phases.py::"
+REPLAY_MUTATIONS = [
+    _m(
+        "replay ignores the seed",
+        "warmstart_hf/data/phases.py",
+        "    picked = np.random.default_rng(seed).choice(len(earlier), size=count, replace=False)",
+        "    picked = np.random.default_rng(0).choice(len(earlier), size=count, replace=False)",
+        PHASES + "test_replay_sample_is_seeded_and_its_ends_are_identity_and_empty",
+    ),
+    _m(
+        "replay takes the newest earlier examples instead of a seeded sample",
+        "warmstart_hf/data/phases.py",
+        "    return [earlier[i] for i in np.sort(picked)]",
+        "    return list(earlier[len(earlier) - count :])",
+        PHASES + "test_a_replay_plan_trains_each_phase_on_a_seeded_sample_of_the_earlier_chunks_then_the_new_one",
+        PHASES + "test_replay_sample_is_seeded_and_its_ends_are_identity_and_empty",
+    ),
+    _m(
+        "replay count truncates instead of rounding",
+        "warmstart_hf/data/phases.py",
+        "    count = round(fraction * len(earlier))",
+        "    count = int(fraction * len(earlier))",
+        PHASES + "test_replay_sample_takes_exactly_round_f_n_in_original_order",
+    ),
+    _m(
+        "with replay the gradient probe's old data is only the replayed sample",
+        "warmstart_hf/tasks/classification.py",
+        "        old = plan.seen_indices(phase - 1) if phase > 0 else []",
+        "        old = plan.train_indices(phase - 1) if phase > 0 else []",
+        LOOP + "test_a_replay_run_trains_each_phase_on_the_replayed_sample_and_the_new_chunk",
+    ),
+]
+MUTATIONS += REPLAY_MUTATIONS
+
+# A causal_lm run on the Hub and its distributed guarantees (tests/test_lm_hub.py, tests/test_lm_scaling.py).
+LM_HUB = T + "test_lm_hub.py::test_causal_lm_phases_load_from_the_hub_with_the_recorded_loss_and_tokenizer"
+LM_HUB_MUTATIONS = [
+    _m(
+        "lm-hub: the phase model is saved without the tokenizer",
+        "warmstart_hf/tasks/causal_lm.py",
+        '            "processing_class": data.tokenizer,  # saved with every checkpoint and phase model\n',
+        "",
+        LM_HUB,
+    ),
+    _m(
+        "lm-hub: a phase is pushed without its tokenizer",
+        "warmstart_hf/models/export.py",
+        '    return {**files, **tokenizer_files(folder, out_dir / "tokenizer", tokenizer_dir)}',
+        "    return files",
+        LM_HUB,
+    ),
+    _m(
+        "lm-hub: the held-out loss averages per batch instead of summing",
+        "warmstart_hf/models/causal_lm.py",
+        'targets, reduction="sum")',
+        'targets, reduction="mean")',
+        LM_HUB,
+    ),
+    _m(
+        "lm-hub: a GPT-2 decoder keeps its dropout",
+        "warmstart_hf/models/causal_lm.py",
+        "            resid_pdrop=0.0,\n            embd_pdrop=0.0,\n            attn_pdrop=0.0,\n",
+        "",
+        T + "test_lm_scaling.py::test_gradient_accumulation_gives_the_update_of_the_full_batch",
+    ),
+]
+MUTATIONS += LM_HUB_MUTATIONS
+
+# Task causal_lm (tests/test_causal_lm.py).
+LM = T + "test_causal_lm.py::"
+LM_MUTATIONS = [
+    _m(
+        "lm: a chunk's blocks keep the tail shorter than a block",
+        "warmstart_hf/data/text_blocks.py",
+        "    usable = (len(joined) // block_size) * block_size",
+        "    usable = len(joined)",
+        LM + "test_packing_equals_run_clm_group_texts_by_hand",
+    ),
+    _m(
+        "lm: replay keeps the newest earlier blocks",
+        "warmstart_hf/tasks/causal_lm.py",
+        "        kept = replay_sample(range(len(earlier)), self.config.incremental.replay_fraction, seed)",
+        "        kept = list(range(len(earlier) - round(self.config.incremental.replay_fraction * len(earlier)), "
+        "len(earlier)))",
+        LM + "test_replay_selects_exactly_the_stated_share_of_earlier_blocks",
+    ),
+    _m(
+        "lm: cold draws theta0 again instead of a new draw per phase",
+        "warmstart_hf/tasks/causal_lm.py",
+        'derive_seed(seed, "fresh", phase))',
+        'derive_seed(seed, "init"))',
+        LM + "test_warm_starts_from_the_last_phase_and_cold_from_its_seeded_draw",
+    ),
+    _m(
+        "lm: init/ is saved without the run's tokenizer",
+        "warmstart_hf/tasks/causal_lm.py",
+        "        self.tokenizer.save_pretrained(directory)\n",
+        "",
+        LM + "test_the_tokenizer_is_fixed_across_phases_and_saved_with_every_model",
+    ),
+    _m(
+        "lm: the domain scenario's held-out loss covers domains not seen yet",
+        "warmstart_hf/tasks/causal_lm.py",
+        'seen = range(len(sums)) if data.plan.scenario == "data" else range(phase + 1)',
+        "seen = range(len(sums))",
+        LM + "test_domain_scenario_held_out_loss_covers_the_domains_seen_so_far",
+    ),
+    _m(
+        "lm: under warmup-stable-decay warm continues from the decayed end",
+        "warmstart_hf/loop.py",
+        "    return arm.task.load_model(phase_dir / PreDecaySnapshot.DIRECTORY)",
+        "    return model",
+        LM + "test_wsd_warm_continues_from_the_step_before_the_decay",
+    ),
+]
+MUTATIONS += LM_MUTATIONS
+
+LM_DOWN = T + "test_lm_downstream.py::"
+LM_DOWNSTREAM_MUTATIONS = [
+    _m(
+        "the language-model probe's pooling averages the padding too",
+        "warmstart_hf/models/lm_probe.py",
+        "    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)",
+        "    return hidden.mean(dim=1)",
+        LM_DOWN + "test_probe_features_are_the_hidden_states_averaged_over_the_real_tokens",
+    ),
+    _m(
+        "the language-model probe leaves the decoder trainable",
+        "warmstart_hf/models/lm_probe.py",
+        "        self.decoder.requires_grad_(False)",
+        "        self.decoder.requires_grad_(True)",
+        LM_DOWN + "test_probe_features_are_the_hidden_states_averaged_over_the_real_tokens",
+    ),
+    _m(
+        "the language-model probe's decoder is not the checkpoint's (a random draw)",
+        "warmstart_hf/tasks/text_classification.py",
+        "model.decoder.load_state_dict(",
+        "(lambda weights: None)(",
+        LM_DOWN + "test_probe_features_are_the_hidden_states_averaged_over_the_real_tokens",
+    ),
+    _m(
+        "the genre passages' training split holds the test plays too",
+        "warmstart_hf/data/text_sources.py",
+        '{"train": _passages(split(False), genres)',
+        '{"train": _passages(plays, genres)',
+        LM_DOWN + "test_passages_split_by_play_and_are_labelled_with_their_play_s_genre",
+    ),
+]
+MUTATIONS += LM_DOWNSTREAM_MUTATIONS
+
+LM_BENCHMARK_MUTATIONS = [
+    _m(
+        "lm benchmark: a language model's throughput counted in blocks, not tokens",
+        "warmstart_hf/tasks/causal_lm.py",
+        '        return "tokens", self.config.data.block_size\n',
+        '        return "tokens", 1\n',
+        T + "test_benchmark.py::test_a_language_model_is_benchmarked_in_tokens_per_second",
+    ),
+    _m(
+        "lm benchmark: the plain loop never steps the recipe's LR schedule",
+        "warmstart_hf/benchmark.py",
+        "    schedule.step()\n",
+        "",
+        T + "test_benchmark.py::test_the_plain_loop_steps_the_recipe_s_learning_rate_schedule",
+    ),
+]
+MUTATIONS += LM_BENCHMARK_MUTATIONS
 
 
 def run_mutation(mutation: Mutation, python: str, timeout: int) -> tuple[str, float, str]:

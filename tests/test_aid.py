@@ -185,7 +185,6 @@ def test_aid_with_p_1_trains_exactly_as_warm(tiny_recipe):
     assert all(torch.equal(final_a[k], final_w[k]) for k in final_w)
 
 
-
 @pytest.mark.slow
 def test_an_aid_run_resumed_mid_phase_equals_an_uninterrupted_one(tiny_recipe, monkeypatch):
     """The mask generator's state is in the Trainer's checkpoint (per process); the phase before the crash

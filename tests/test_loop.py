@@ -151,6 +151,26 @@ def test_gradient_probe_uses_the_old_chunks_and_the_new_one(tiny_recipe):
         assert d["grad_norm_old_data"] != pytest.approx(d["grad_norm_new_data"], rel=1e-3)
 
 
+def test_a_replay_run_trains_each_phase_on_the_replayed_sample_and_the_new_chunk(tiny_recipe):
+    recipe = {**tiny_recipe, "num_train_epochs": 1, "strategies": ["warm"], "diagnostics_samples": 1000}
+    config = parse_config(recipe={**recipe, "replay_fraction": 0.25})
+    run_dir = run_experiment(config)
+    split = json.loads((run_dir / "warm-seed0" / "split.json").read_text())
+    records = _results(run_dir, "warm-seed0")
+    assert split["replay_fraction"] == 0.25
+    # 240 examples in 3 chunks of 80: phase k trains on round(0.25 * 80k) earlier examples and its 80 new ones
+    assert [r["num_train_examples"] for r in records] == [80, 20 + 80, 40 + 80]
+    for phase in (1, 2):
+        earlier = [i for chunk in split["chunks"][:phase] for i in chunk]
+        assert split["phases"][phase]["train_indices"] == split["replayed"][phase] + split["chunks"][phase]
+        assert set(split["replayed"][phase]) <= set(earlier)
+    # the gradient probe's "old data" is still every earlier chunk, not just the replayed sample
+    data = prepare_data(config)
+    model = TimmImageClassifier.from_pretrained(run_dir / "warm-seed0" / "phase-01")
+    expected_old = gradient_norm(model, data.train.select([i for c in split["chunks"][:2] for i in c]))
+    assert records[2]["diagnostics"]["grad_norm_old_data"] == pytest.approx(expected_old, rel=1e-4)
+
+
 def test_continued_schedule_offsets_each_phase_by_the_epochs_before_it(tiny_recipe, monkeypatch):
     starts = _capture_phase_starts(monkeypatch)
     base = {

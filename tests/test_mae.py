@@ -384,7 +384,6 @@ def test_the_probe_and_finetuning_models_reload_with_identical_outputs():
     ).vit.embeddings.position_embeddings.requires_grad
 
 
-
 @pytest.mark.slow
 def test_an_mae_phase_resumed_mid_epoch_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     """The Trainer loads a checkpoint's keys non-strictly and ViTMAE saves its attention under other names
@@ -417,4 +416,3 @@ def test_loaded_models_keep_their_frozen_parameters_frozen(tmp_path):
     probe.save_pretrained(tmp_path / "probe")
     trainable = [n for n, p in MaeLinearProbe.from_pretrained(tmp_path / "probe").named_parameters() if p.requires_grad]
     assert trainable == ["head.1.weight", "head.1.bias"]
-

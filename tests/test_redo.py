@@ -173,7 +173,6 @@ def test_redo_runs_through_the_loop_at_the_reference_steps_also_with_accumulatio
     assert [[e["step"] for e in r["strategy_stats"]["recycles"]] for r in records] == [[3, 5], [3, 5, 7, 9]]
 
 
-
 @pytest.mark.slow
 def test_a_redo_phase_resumed_mid_phase_equals_an_uninterrupted_one(tiny_recipe, monkeypatch):
     recipe = {**tiny_recipe, **REDO, "save_strategy": "steps", "save_steps": 3}

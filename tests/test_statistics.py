@@ -60,3 +60,19 @@ def test_verdicts_name_the_compared_strategy():
     assert summarize_gap([-3.1, -2.8, -3.4], name="dash").verdict == "dash worse"
     small = summarize_gap([-0.6, -0.7, -0.65, -0.62, -0.68, -0.66], margin=2.0, name="dash").verdict
     assert small == "equivalent within +-2 (dash worse by a significant but small amount)"
+
+
+def test_every_strategy_but_cold_is_reported_against_warm_paired_by_seed():
+    from pathlib import Path
+
+    from warmstart_hf.report.study import RunInfo, warm_gap_rows
+
+    accuracy = {("warm", 0): 0.90, ("warm", 1): 0.92, ("warm", 2): 0.91, ("cold", 0): 0.5, ("cold", 1): 0.5}
+    accuracy |= {("cold", 2): 0.5, ("cbp", 0): 0.93, ("cbp", 1): 0.92, ("cbp", 2): 0.95}
+    run = RunInfo("standard", Path("."), "data", 1)
+    run.arms = {key: [{"phase": 0, "test_accuracy": value}] for key, value in accuracy.items()}
+    rows = warm_gap_rows([run])
+    assert {r["comparison"] for r in rows} == {"cbp - warm"}  # cold - warm is warm - cold's mirror: left out
+    final = next(r for r in rows if r["metric"] == "final")
+    assert final["n"] == 3
+    assert final["mean"] == pytest.approx(100 * np.mean([0.03, 0.0, 0.04]))

@@ -185,11 +185,18 @@ def test_the_training_loader_reads_the_training_view_and_prediction_the_evaluati
     task = _task(**WORKER, crop_scale=[1.0, 1.0])
     rows = task.decode_split(_images_dataset(images), 16)
     args = TrainingArguments(
-        output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, per_device_eval_batch_size=4,
-        remove_unused_columns=False, report_to="none",
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        remove_unused_columns=False,
+        report_to="none",
     )
     trainer = PhaseTrainer(
-        model=torch.nn.Linear(1, 1), args=args, train_dataset=rows, data_collator=collate_pixels,
+        model=torch.nn.Linear(1, 1),
+        args=args,
+        train_dataset=rows,
+        data_collator=collate_pixels,
         train_rows=task.train_rows(_data()),
     )
     centre = TF.resize(TF.center_crop(images[0], [24, 32]), [16, 16], interpolation=InterpolationMode.BICUBIC)

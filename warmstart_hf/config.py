@@ -83,6 +83,43 @@ class DataArguments:
         default=None,
         metadata={"help": "Carve this many train examples per class as a validation split (Dohare et al.: 50)."},
     )
+    text_column: str = field(default="text", metadata={"help": "task causal_lm: the column holding each document."})
+    domain_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "task causal_lm: the column naming each document's domain (a source, an outlet, a date bucket); "
+            "scenario domain partitions the domains into phases. Unset: one domain."
+        },
+    )
+    domain_order: Literal["seeded", "sorted"] = field(
+        default="seeded",
+        metadata={
+            "help": "scenario domain: the order the domains arrive in, a seeded permutation or sorted by name "
+            "(CommonCrawl dumps such as CC-MAIN-2013-20 sort by date: time-incremental, as TiC-LM)."
+        },
+    )
+    ood_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "task causal_lm: a second text source (a Hub id or an embedded one) whose documents give an "
+            "out-of-distribution held-out loss every phase (ood_loss): its test_split (else train_split), its "
+            "text_column, the first max_test_examples documents. Unset: none."
+        },
+    )
+    tokenizer: str = field(
+        default="byte",
+        metadata={
+            "help": "task causal_lm: byte (ByT5's byte-level tokenizer: needs no files) or a Hub tokenizer id / local "
+            "directory (AutoTokenizer). Fixed across phases: a tokenizer trained on the union would leak later "
+            "phases' text into early ones."
+        },
+    )
+    block_size: int = field(
+        default=128, metadata={"help": "task causal_lm: tokens per packed training block (run_clm's block_size)."}
+    )
+    max_document_tokens: int | None = field(
+        default=None, metadata={"help": "task causal_lm: keep the first N tokens of each document (unset: all)."}
+    )
 
 
 @dataclass
@@ -156,6 +193,17 @@ class ModelArguments:
     drop_path_rate: float = field(
         default=0.1, metadata={"help": "task mae_finetune: stochastic depth of the last block (MAE ViT-B: 0.1)."}
     )
+    lm_architecture: Literal["llama", "gpt2"] = field(
+        default="llama",
+        metadata={"help": "task causal_lm: a LLaMA-style decoder (RMSNorm, SwiGLU, RoPE) or GPT-2, built from config."},
+    )
+    lm_hidden_size: int = field(default=768, metadata={"help": "task causal_lm: model width (125M class: 768)."})
+    lm_layers: int = field(default=12, metadata={"help": "task causal_lm: decoder blocks (125M class: 12)."})
+    lm_heads: int = field(default=12, metadata={"help": "task causal_lm: attention heads (125M class: 12)."})
+    lm_intermediate_size: int | None = field(
+        default=None,
+        metadata={"help": "task causal_lm: MLP width (unset: 8/3 x width rounded up to 64 for llama, 4 x for gpt2)."},
+    )
     lora_rank: int = field(default=8, metadata={"help": "finetune_mode lora: rank r of every adapter."})
     lora_alpha: float = field(default=16.0, metadata={"help": "finetune_mode lora: scaling alpha (alpha / r)."})
     lora_target_modules: str | None = field(
@@ -178,8 +226,12 @@ class IncrementalArguments:
             "scratch, finetune from `pretrained`)."
         },
     )
-    scenario: Literal["data", "class"] = field(
-        default="data", metadata={"help": "data: random equal chunks; class: classes partitioned into groups."}
+    scenario: Literal["data", "class", "domain"] = field(
+        default="data",
+        metadata={
+            "help": "data: random equal chunks; class: classes partitioned into groups; domain (task causal_lm): "
+            "documents grouped by their domain_column value, the domains partitioned into phases."
+        },
     )
     num_phases: int | None = field(
         default=None, metadata={"help": "Number of phases (default 5, or len(phase_fractions))."}
@@ -365,21 +417,49 @@ class IncrementalArguments:
         },
     )
     probe_examples: int = field(
-        default=256, metadata={"help": "task mae_pretrain: size of the fixed probe sample of the test split."}
+        default=256,
+        metadata={"help": "tasks mae_pretrain, causal_lm: size of the fixed probe sample of the held-out split."},
     )
     probe_every_steps: int = field(
         default=0,
         metadata={
-            "help": "task mae_pretrain: measure the probe loss and keep a snapshot every N optimizer steps (0: only "
-            "at the end of each phase); the snapshots are the candidates for loss alignment."
+            "help": "tasks mae_pretrain, causal_lm: measure the probe loss and keep a snapshot every N optimizer "
+            "steps (0: only at the end of each phase); the snapshots are the candidates for loss alignment."
         },
     )
     alignment_direction: Literal["warm_to_cold", "cold_to_warm"] = field(
         default="warm_to_cold",
-        metadata={"help": "task mae_pretrain: which arm's snapshot is chosen to match the other's end-of-phase loss."},
+        metadata={
+            "help": "tasks mae_pretrain, causal_lm: which arm's snapshot is chosen to match the other's end-of-phase "
+            "loss."
+        },
     )
     alignment_tolerance: float = field(
-        default=0.01, metadata={"help": "task mae_pretrain: a phase whose aligned losses differ by more is flagged."}
+        default=0.01,
+        metadata={"help": "tasks mae_pretrain, causal_lm: a phase whose aligned losses differ by more is flagged."},
+    )
+    replay_fraction: float = field(
+        default=1.0,
+        metadata={
+            "help": "Phase k trains on its new chunk plus this fraction of the earlier chunks' examples, seeded per "
+            "phase. 1.0 = the cumulative union, the study's protocol; Ibrahim et al. 2024 (continual "
+            "pretraining): 0.05-0.25."
+        },
+    )
+    lr_decay_fraction: float = field(
+        default=0.2,
+        metadata={
+            "help": "lr_scheduler_type warmup_stable_decay: the LR decays over this last fraction of each phase's "
+            "steps (Hagele et al. 2024: 0.2), after the warm-up and a constant stretch."
+        },
+    )
+    warm_continues_from: Literal["end", "pre_decay"] = field(
+        default="end",
+        metadata={
+            "help": "What a warm-derived arm continues from: the previous phase's end, or (warmup_stable_decay) its "
+            "last step before the decay, kept as phase-XX/pre_decay: the stable trunk the cooldown branched from "
+            "(the branch-at-any-size practice). The decayed end is what is evaluated, saved and pushed."
+        },
     )
 
 
@@ -989,6 +1069,8 @@ def _check_plan(config: RecipeConfig) -> None:
         raise _fail("label_noise", inc.label_noise, "each rate must be in [0, 1)")
     if inc.phase_epochs is not None and (any(e <= 0 for e in inc.phase_epochs) or config.training.max_steps > 0):
         raise _fail("phase_epochs", inc.phase_epochs, "each count must be positive, and max_steps must be unset")
+    if not 0 <= inc.replay_fraction <= 1:
+        raise _fail("replay_fraction", inc.replay_fraction, "it must be a fraction in [0, 1] (1.0: replay everything)")
 
 
 def _check_data_and_model(config: RecipeConfig) -> None:
@@ -1096,6 +1178,17 @@ def _check_strategy_options(config: RecipeConfig) -> None:
 
 def _check_stop_and_schedule(config: RecipeConfig) -> None:
     inc, tr = config.incremental, config.training
+    wsd = tr.lr_scheduler_type.value == "warmup_stable_decay"
+    if not 0 < inc.lr_decay_fraction < 1:
+        raise _fail("lr_decay_fraction", inc.lr_decay_fraction, "it must be a fraction in (0, 1)")
+    if inc.warm_continues_from == "pre_decay" and not wsd:
+        raise _fail("warm_continues_from", "pre_decay", "it needs lr_scheduler_type: warmup_stable_decay")
+    if inc.warm_continues_from == "pre_decay" and config.strategy.optimizer_state == "carry":
+        raise _fail(
+            "warm_continues_from",
+            "pre_decay",
+            "the carried optimizer state is the decayed end's: use optimizer_state: reset",
+        )
     constant = tr.lr_scheduler_type.value in ("constant", "constant_with_warmup")
     if inc.stop_rule == "early_stopping" and not config.data.validation_per_class:
         raise _fail("stop_rule", inc.stop_rule, "early_stopping needs a validation split: set validation_per_class")

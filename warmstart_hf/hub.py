@@ -54,6 +54,7 @@ from warmstart_hf.report.alignment import DIRECTIONS, chosen_phase
 if TYPE_CHECKING:
     from warmstart_hf.config import RecipeConfig
     from warmstart_hf.models import TimmClassifierConfig, TimmImageClassifier
+    from warmstart_hf.tasks.base import CardSpec
 
 logger = logging.getLogger(__name__)
 
@@ -395,7 +396,7 @@ def _push_folder(api, arm_dir: Path, repo_id: str, shown: list[dict], folder: Pa
         figure = Path(tmp) / "fig1.png"
         _plot_phases({arm_dir.name: shown}, figure)
         card = render_card(arm_dir, shown, repo_id, branch=None if revision == "main" else revision, note=note)
-        files: dict[str, Path | bytes] = _hub_model_files(folder, Path(tmp) / "model")
+        files: dict[str, Path | bytes] = _hub_model_files(folder, Path(tmp) / "model", arm_dir / "init")
         files.update({"README.md": str(card).encode(), "fig1.png": figure.read_bytes()})
 
         def commit() -> str:
@@ -408,12 +409,13 @@ def _push_folder(api, arm_dir: Path, repo_id: str, shown: list[dict], folder: Pa
         return _with_retries(commit, f"push {arm_dir.name} {phase_branch(phase)} to {repo_id}@{revision}", retry)
 
 
-def _hub_model_files(folder: Path, out_dir: Path) -> dict[str, Path]:
+def _hub_model_files(folder: Path, out_dir: Path, tokenizer_dir: Path) -> dict[str, Path]:
     """The model files to push: plain transformers / timm format (``models/export.py``), so a phase loads
-    without this package; the run directory keeps the package's format."""
+    without this package; the run directory keeps the package's format. A snapshot saved without the
+    run's tokenizer gets the one saved with ``init/`` (``tokenizer_dir``)."""
     from warmstart_hf.models.export import export_for_hub
 
-    return export_for_hub(folder, out_dir)
+    return export_for_hub(folder, out_dir, tokenizer_dir)
 
 
 def _plot_phases(arms: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -574,6 +576,7 @@ def phase_metrics(record: dict[str, Any]) -> dict[str, Any]:
 def arm_summary(arm_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     """What identifies an arm's results across runs and repos (stored in the card's metadata)."""
     from warmstart_hf.report.study import standard_scheme  # lazy: the study module imports scipy
+
     run_config = yaml.safe_load((arm_dir.parent / "config.yaml").read_text())
     first = records[0]
     return {
@@ -618,6 +621,50 @@ def _architecture(arm_dir: Path, run_config: dict) -> str:
     return config.get("timm_model") or config["model_type"]  # a timm network, or e.g. vit_mae
 
 
+def _card_spec(task: str) -> CardSpec | None:
+    """The task's own card content (``Task.card``); None: the image classifier / MAE card."""
+    from warmstart_hf.tasks import TASKS  # lazy: the tasks import this module
+
+    return TASKS[task].card if task in TASKS else None
+
+
+def _eval_result(spec: CardSpec | None, last: dict[str, Any], dataset: str, split: str, when: str) -> EvalResult:
+    """The card's model-index result: the task's headline metric, else test accuracy (a classifier) or
+    the probe loss (an MAE)."""
+    if spec is not None:
+        key, metric_type, name = spec.headline
+        task_type, task_name, value = spec.pipeline_tag, spec.task_name, last[key]
+    else:
+        accuracy = ("test_accuracy", "accuracy", "test accuracy")
+        key, metric_type, name = accuracy if "test_accuracy" in last else ("probe_loss", "loss", "probe loss")
+        task_type, task_name, value = "image-classification", "Image classification", last[key]
+    return EvalResult(
+        task_type=task_type,
+        task_name=task_name,
+        dataset_type=dataset,
+        dataset_name=dataset,
+        dataset_split=split,
+        metric_type=metric_type,
+        metric_name=f"{name} {when}",
+        metric_value=value,
+    )
+
+
+def _spec_view(spec: CardSpec | None, records: list[dict[str, Any]], repo_id: str, branch: str) -> dict | None:
+    """What the template shows of a task's card spec: headers, formatted rows, the load snippet."""
+    if spec is None:
+        return None
+    cell = lambda value, fmt: "-" if value is None else format(value, fmt)  # noqa: E731
+    return {
+        "description": spec.description,
+        "results_note": spec.results_note,
+        "headers": [header for _, header, _ in spec.columns],
+        "rows": [[cell(r.get(key), fmt) for key, _, fmt in spec.columns] for r in records],
+        "load": spec.load.format(repo_id=repo_id, branch=branch).strip(),
+        "continue_from": spec.continue_from.format(repo_id=repo_id, branch=branch),
+    }
+
+
 def render_card(
     arm_dir: str | Path,
     records: list[dict[str, Any]],
@@ -634,25 +681,18 @@ def render_card(
     last = records[-1]
     phase, strategy, dataset = last["phase"], last["strategy"], run_config["data"]["dataset"]
     test_split = run_config["data"].get("test_split") or "test"
+    task = run_config["incremental"].get("task", "classification")
+    spec = _card_spec(task)
+    if spec is not None:  # the task's own metrics, in the metadata too
+        keys = [key for key, _, _ in spec.columns]
+        summary["phases"] = [{**p, **{k: r.get(k) for k in keys}} for p, r in zip(summary["phases"], records)]
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
         library_name="transformers",
-        pipeline_tag="image-classification",
+        pipeline_tag=spec.pipeline_tag if spec else "image-classification",
         tags=["warmstart-hf", "incremental-learning", f"strategy-{strategy}", f"{summary['scenario']}-incremental"],
         datasets=[dataset] if "/" in dataset and ":" not in dataset else None,
-        eval_results=[
-            EvalResult(
-                task_type="image-classification",
-                task_name="Image classification",
-                dataset_type=dataset,
-                dataset_name=dataset,
-                dataset_split=test_split,
-                metric_type="accuracy" if "test_accuracy" in last else "loss",
-                metric_name=f"{'test accuracy' if 'test_accuracy' in last else 'probe loss'} after phase {phase} of "
-                f"{summary['num_phases']}",
-                metric_value=last["test_accuracy"] if "test_accuracy" in last else last["probe_loss"],
-            )
-        ],
+        eval_results=[_eval_result(spec, last, dataset, test_split, f"after phase {phase} of {summary['num_phases']}")],
         warmstart_hf=summary,
     )
     recipe = {k: v for k, v in run_config.items() if k != "fingerprint"}
@@ -681,10 +721,14 @@ def render_card(
         branch=branch or phase_branch(phase),
         note=note,
         has_probe="probe_loss" in last,
+        figure_alt="Train and test accuracy after each phase"  # the figure of _plot_phases
+        if "test_accuracy" in last
+        else "Probe loss over each phase's training steps",
         phase=phase,
         num_phases=summary["num_phases"],
         model_name=_architecture(arm_dir, run_config),
-        task=run_config["incremental"].get("task", "classification"),
+        task=task,
+        spec=_spec_view(spec, records, repo_id, branch or phase_branch(phase)),
         pretrained=run_config["model"].get("pretrained"),
         finetune_mode=run_config["model"].get("finetune_mode", "full"),
         training=run_config["training"],

@@ -72,7 +72,7 @@ from warmstart_hf.seeding import derive_seed
 from warmstart_hf.strategies import PhaseContext, PhaseStart, Strategy, create_strategy, mixed_optimizer_policies
 from warmstart_hf.tasks import Task, TaskData, create_task
 from warmstart_hf.tracking import ArmTensorBoard, arm_tracker, trainer_report_to
-from warmstart_hf.trainer import PhaseProgress, PhaseTrainer, unwrap_optimizer_state
+from warmstart_hf.trainer import PhaseProgress, PhaseTrainer, PreDecaySnapshot, unwrap_optimizer_state
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def _arm_start(arm: _Arm) -> tuple[torch.nn.Module, dict[str, Any] | None]:
     carried = None
     if arm.strategy.carries_optimizer_state() and (previous_dir / OPTIMIZER_STATE_FILE).exists():
         carried = load_optimizer_state(previous_dir / OPTIMIZER_STATE_FILE)
-    return arm.task.load_model(previous_dir), carried
+    return _continuation(arm, previous_dir, arm.task.load_model(previous_dir)), carried
 
 
 def _progress_bar(arm: _Arm) -> tqdm | None:
@@ -306,7 +306,15 @@ def _run_phase(arm: _Arm, phase: int, model, carried_state) -> tuple[torch.nn.Mo
     record.update(timer.record())
     _commit_phase(arm, phase_dir, record)
     trainer.release_resident()
-    return model, carried_state
+    return _continuation(arm, phase_dir, model), carried_state
+
+
+def _continuation(arm: _Arm, phase_dir: Path, model):
+    """What the next phase continues from: the phase's end, or (``warm_continues_from: pre_decay``) its
+    model before the learning rate decayed."""
+    if arm.config.incremental.warm_continues_from != "pre_decay":
+        return model
+    return arm.task.load_model(phase_dir / PreDecaySnapshot.DIRECTORY)
 
 
 class _PhaseTimer:
@@ -376,6 +384,7 @@ def _phase_trainer(arm: _Arm, phase: int, phase_dir: Path, train, model, start: 
     callbacks += options.pop("callbacks", [])
     if arm.tracker is not None:
         callbacks.append(arm.tracker.start_phase(phase, sum(r["steps"] for r in arm.results[:phase])))
+    pre_decay = inc.warm_continues_from == "pre_decay"
     trainer = PhaseTrainer(
         model=model,
         args=_phase_training_args(arm.config, arm.task, phase_dir, phase),
@@ -393,8 +402,11 @@ def _phase_trainer(arm: _Arm, phase: int, phase_dir: Path, train, model, start: 
         channels_last=inc.channels_last,
         fused_optimizer=inc.fused_optimizer,
         save_interval_minutes=inc.save_interval_minutes,
+        lr_decay_fraction=inc.lr_decay_fraction,
         **options,
     )
+    if pre_decay:
+        trainer.add_callback(PreDecaySnapshot(trainer))
     trainer.remove_callback(PrinterCallback)
     if arm.bar is not None:
         arm.bar.set_description(f"{arm.directory.name} {phase_label(phase, num_phases)}")

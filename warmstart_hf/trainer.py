@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from warmstart_hf.checkpoints import COMPLETE_MARKER, mark_complete, prune_checkpoints
+from warmstart_hf.checkpoints import COMPLETE_MARKER, mark_complete, prune_checkpoints, save_pretrained_atomic
 from warmstart_hf.data.augment import BatchTransform
 from warmstart_hf.distributed import broadcast_module, max_over_ranks
 from warmstart_hf.fast_path import channels_last_batch, fused
@@ -62,6 +62,8 @@ class PhaseTrainer(Trainer):
         fused_optimizer: bool = False,
         save_interval_minutes: float = 0.0,
         train_rows: Callable[[Any], Any] | None = None,
+        running_accuracy: bool = True,
+        lr_decay_fraction: float = 0.2,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -87,6 +89,11 @@ class PhaseTrainer(Trainer):
         # The worker path: the training loader reads the phase's rows through the training view (made in the
         # DataLoader workers); prediction and diagnostics read the same rows as their evaluation view.
         self.train_rows = train_rows
+        # The epoch's running accuracy of labelled classification batches (the stop rules read it); a
+        # language model's labels are its inputs, and an argmax over its vocabulary each step is waste.
+        self.running_accuracy = running_accuracy
+        self.lr_decay_fraction = lr_decay_fraction  # warmup_stable_decay: the decaying share of the steps
+        self.decay_start_step: int | None = None  # warmup_stable_decay: the last step before the decay
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
         # The phase's training batches, collated once and held on the training device; the DataLoader then
@@ -138,7 +145,7 @@ class PhaseTrainer(Trainer):
         else:
             # a copy: with label_smoothing_factor the Trainer pops the labels from the dict it gets
             loss, outputs = super().compute_loss(model, dict(inputs), True, num_items_in_batch=num_items_in_batch)
-        if model.training and "labels" in inputs:  # running accuracy of the epoch, synced once per epoch
+        if model.training and self.running_accuracy and "labels" in inputs:  # the epoch's, synced once per epoch
             labels = inputs["labels"]
             self._correct = self._correct.to(labels.device) + (outputs.logits.argmax(-1) == labels).sum()
             self._seen = self._seen.to(labels.device) + labels.numel()
@@ -286,6 +293,8 @@ class PhaseTrainer(Trainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         custom = self.lr_milestones or self.warmup_epochs > 0 or self.epoch_offset > 0
+        if not custom and self.args.lr_scheduler_type.value == "warmup_stable_decay":
+            return self._wsd_scheduler(num_training_steps, optimizer)
         if not custom:
             return super().create_scheduler(num_training_steps, optimizer)
         if self.lr_scheduler is None:
@@ -310,6 +319,39 @@ class PhaseTrainer(Trainer):
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    def _wsd_scheduler(self, num_training_steps: int, optimizer=None):
+        """transformers' warmup-stable-decay schedule with its decay over the last ``lr_decay_fraction`` of
+        this phase's steps (its own kwargs take a step count, which differs per phase)."""
+        decay = round(self.lr_decay_fraction * num_training_steps)
+        self.decay_start_step = num_training_steps - decay
+        kwargs = self.args.lr_scheduler_kwargs
+        self.args.lr_scheduler_kwargs = {"num_decay_steps": decay, **(kwargs or {})}
+        try:
+            return super().create_scheduler(num_training_steps, optimizer)
+        finally:
+            self.args.lr_scheduler_kwargs = kwargs
+
+
+class PreDecaySnapshot(TrainerCallback):
+    """warmup_stable_decay with ``warm_continues_from: pre_decay``: the model at the last step before the
+    decay, as ``<phase dir>/pre_decay`` (main process): where the next phase's warm arm continues."""
+
+    DIRECTORY = "pre_decay"
+
+    def __init__(self, trainer: PhaseTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        return self._save_at(0, args, state, control, model) if state.global_step == 0 else control
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        return self._save_at(state.global_step, args, state, control, model)
+
+    def _save_at(self, step: int, args, state, control, model):
+        if step == self.trainer.decay_start_step and args.should_save and model is not None:
+            save_pretrained_atomic(model, Path(args.output_dir) / self.DIRECTORY)
+        return control
 
 
 class _Indices(torch.utils.data.Dataset):

@@ -2,7 +2,7 @@
 batched on-device augmentation."""
 
 from warmstart_hf.data.augment import AUGMENTATIONS, build_augmentation
-from warmstart_hf.data.phases import PhasePlan, add_label_noise, build_phase_plan
+from warmstart_hf.data.phases import PhasePlan, add_label_noise, build_phase_plan, replay_sample
 from warmstart_hf.data.pixels import channel_statistics, collate_pixels, to_pixel_dataset
 from warmstart_hf.data.sources import load_source
 
@@ -15,5 +15,6 @@ __all__ = [
     "channel_statistics",
     "collate_pixels",
     "load_source",
+    "replay_sample",
     "to_pixel_dataset",
 ]

@@ -1,7 +1,9 @@
 """Phase plans: which training examples each phase sees, and which test examples form each group.
 
-Phases are cumulative: phase k trains on chunks 0..k (no forgetting by design, as in the target
-study). ``scenario: data`` cuts a seeded shuffle into contiguous shards (``Dataset.shard``) or at
+By default phases are cumulative: phase k trains on chunks 0..k (no forgetting by design, as in the
+target study). With ``replay_fraction`` f < 1, phase k trains on its new chunk plus a seeded sample of
+``round(f * n)`` of the ``n`` earlier examples (continual pretraining with replay, Ibrahim et al. 2024).
+``scenario: data`` cuts a seeded shuffle into contiguous shards (``Dataset.shard``) or at
 cumulative ``phase_fractions``; ``scenario: class`` partitions a seeded (or explicit) class order
 into groups and selects their examples with ``Dataset.filter(input_columns=...)`` so no image is
 decoded. Nothing is dropped when counts do not divide evenly: sizes differ by at most one.
@@ -10,6 +12,7 @@ decoded. Nothing is dropped when counts do not divide evenly: sizes differ by at
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,8 +36,20 @@ class PhasePlan:
     chunks: list[list[int]]  # new training indices (into the source train split) per phase
     test_groups: list[list[int]]  # test indices per chunk (data) or class group (class)
     noisy_labels: list[dict[int, int]] | None = None  # per phase: {train index: the label used instead}
+    replay_fraction: float = 1.0
+    # per phase: the earlier indices it replays (chunk order); None when every earlier example is replayed,
+    # so plans and split.json files written before replay existed still compare equal and resume
+    replayed: list[list[int]] | None = None
 
     def train_indices(self, phase: int) -> list[int]:
+        """What phase ``phase`` trains on, in chunk order with the newest chunk last: the replayed
+        earlier examples (all of them unless ``replay_fraction`` < 1), then the new chunk."""
+        if self.replayed is None:
+            return self.seen_indices(phase)
+        return self.replayed[phase] + self.chunks[phase]
+
+    def seen_indices(self, phase: int) -> list[int]:
+        """Every training index that phases 0..``phase`` brought (chunk order), replayed or not."""
         return [i for chunk in self.chunks[: phase + 1] for i in chunk]
 
     def classes_seen(self, phase: int) -> list[int]:
@@ -75,6 +90,32 @@ class PhasePlan:
         return cls.from_json(json.loads(Path(path).read_text()))
 
 
+def replay_sample(earlier: Sequence[int], fraction: float, seed: int) -> list[int]:
+    """Exactly ``round(fraction * len(earlier))`` items of ``earlier``, drawn without replacement
+    (numpy ``default_rng(seed)``) and kept in their original order, so a phase's training set stays in
+    chunk order with the newest chunk last; fraction 1.0 is ``list(earlier)``, 0.0 is ``[]``."""
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"replay fraction {fraction!r} is outside [0, 1]")
+    count = round(fraction * len(earlier))
+    if count >= len(earlier):
+        return list(earlier)
+    picked = np.random.default_rng(seed).choice(len(earlier), size=count, replace=False)
+    return [earlier[i] for i in np.sort(picked)]
+
+
+def _with_replay(plan: PhasePlan, fraction: float) -> PhasePlan:
+    """``plan`` with each phase replaying ``fraction`` of the earlier chunks' examples (seeded per
+    phase from the plan's seed); fraction 1.0 leaves the cumulative plan unchanged."""
+    if fraction == 1.0:
+        return plan
+    plan.replay_fraction = fraction
+    plan.replayed = [
+        replay_sample(plan.seen_indices(k - 1), fraction, derive_seed(plan.seed, "replay", k)) if k else []
+        for k in range(plan.num_phases)
+    ]
+    return plan
+
+
 def _indexed(ds: Dataset) -> Dataset:
     """The label column plus each row's position in the source split; images are never touched."""
     return ds.select_columns(["label"]).add_column("source_index", np.arange(len(ds), dtype=np.int64))
@@ -103,8 +144,10 @@ def build_phase_plan(
     seed: int,
     phase_fractions: list[float] | None = None,
     class_order: list[int] | None = None,
+    replay_fraction: float = 1.0,
 ) -> PhasePlan:
-    """Cut ``train`` into cumulative phases and ``test`` into the matching groups."""
+    """Cut ``train`` into phases and ``test`` into the matching groups; phase k trains on chunk k plus
+    ``replay_fraction`` of chunks 0..k-1 (1.0: all of them, the cumulative protocol)."""
     num_classes = train.features["label"].num_classes
     if scenario == "data":
         if num_phases > len(train):
@@ -121,7 +164,8 @@ def build_phase_plan(
                 f"Recipe field `phase_fractions` has value {phase_fractions}, which leaves phase {empty[0]} with "
                 f"no new examples out of {len(train)}. Fix: use fractions further apart or a larger dataset."
             )
-        return PhasePlan(scenario, seed, num_phases, num_classes, None, None, _ints2(chunks), _ints2(test_groups))
+        plan = PhasePlan(scenario, seed, num_phases, num_classes, None, None, _ints2(chunks), _ints2(test_groups))
+        return _with_replay(plan, replay_fraction)
     if scenario != "class":
         raise ConfigError(f"Recipe field `scenario` has value {scenario!r}; allowed values are 'data', 'class'.")
     if num_phases > num_classes:
@@ -149,9 +193,10 @@ def build_phase_plan(
             f"Class group {groups[empty[0]]} of phase {empty[0]} has no training examples. Fix: check "
             "`label_column`, use fewer `num_phases`, or raise `max_train_examples`."
         )
-    return PhasePlan(
+    plan = PhasePlan(
         scenario, seed, num_phases, num_classes, _as_ints(class_order), groups, _ints2(chunks), _ints2(test_groups)
     )
+    return _with_replay(plan, replay_fraction)
 
 
 def _ints2(lists) -> list[list[int]]:

@@ -162,6 +162,20 @@ def _split(raw: DatasetDict, args: DataArguments, role: str, name: str) -> Datas
     return concatenate_datasets([p if p.features["label"] == first else p.cast_column("label", first) for p in parts])
 
 
+def keep_first(train: Dataset, test: Dataset, args: DataArguments, unit: str) -> tuple[Dataset, Dataset]:
+    """The first ``max_train_examples`` / ``max_test_examples`` rows; refuses an empty split."""
+    if args.max_train_examples is not None:
+        train = train.select(range(min(args.max_train_examples, len(train))))
+    if args.max_test_examples is not None:
+        test = test.select(range(min(args.max_test_examples, len(test))))
+    if len(train) == 0 or len(test) == 0:
+        raise ConfigError(
+            f"Dataset {args.dataset!r} has {len(train)} train and {len(test)} test {unit} after selection. "
+            "Fix: raise `max_train_examples` / `max_test_examples` (or `test_size`), or check the splits."
+        )
+    return train, test
+
+
 def load_source(args: DataArguments) -> DatasetDict:
     """The dataset as ``DatasetDict(train, test[, validation])`` with ``image`` and ``label`` columns.
 
@@ -179,15 +193,7 @@ def load_source(args: DataArguments) -> DatasetDict:
     else:
         carved = train.train_test_split(test_size=args.test_size, seed=seed, stratify_by_column="label")
         train, test = carved["train"], carved["test"]
-    if args.max_train_examples is not None:
-        train = train.select(range(min(args.max_train_examples, len(train))))
-    if args.max_test_examples is not None:
-        test = test.select(range(min(args.max_test_examples, len(test))))
-    if len(train) == 0 or len(test) == 0:
-        raise ConfigError(
-            f"Dataset {args.dataset!r} has {len(train)} train and {len(test)} test examples after selection. "
-            "Fix: raise `max_train_examples` / `max_test_examples` or check the splits."
-        )
+    train, test = keep_first(train, test, args, "examples")
     splits = {"train": train, "test": test}
     if args.validation_per_class:
         splits["train"], splits["validation"] = carve_per_class(train, args.validation_per_class, seed)

@@ -22,6 +22,10 @@ the Hub:
   format, which :func:`load_classifier` reads.
 - a ViTMAE (``PixelViTMAE``) is plain ``ViTMAEForPreTraining`` already; it gets that architecture
   name in ``config.json`` and a ``preprocessor_config.json`` with its mean and std.
+- a model saved with a tokenizer (a causal LM's phase: the Trainer's ``processing_class``) is plain
+  transformers already; its tokenizer files and ``generation_config.json`` go with it, so
+  ``AutoTokenizer.from_pretrained(repo, revision=...)`` loads the run's tokenizer. A loss-alignment
+  snapshot is saved without one: its tokenizer is the run's fixed one, taken from ``tokenizer_dir``.
 
 :func:`load_classifier` reads a phase back into the package's classifier from either format (older
 pushes are in the package's own format).
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from warmstart_hf.models.classifier import TimmImageClassifier
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+GENERATION_CONFIG, TOKENIZER_CONFIG = "generation_config.json", "tokenizer_config.json"
 NATIVE_TYPE = "warmstart_timm_classifier"  # TimmClassifierConfig.model_type, without importing timm here
 PREFIX = "timm_model."  # TimmImageClassifier.base_model_prefix
 # Architectures registered with timm by this package only: the files shipped with their phases.
@@ -51,12 +56,12 @@ AUTO_MAP = {
 }
 
 
-def export_for_hub(folder: str | Path, out_dir: str | Path) -> dict[str, Path]:
+def export_for_hub(folder: str | Path, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> dict[str, Path]:
     """The files to push for the model in ``folder`` (a phase or snapshot directory), as
     ``{path in repo: local file}``; converted ones are written under ``out_dir``. A model of another
-    kind (e.g. an MAE probe) is pushed as saved, and so is an AID network (strategy ``aid``): plain
-    transformers or timm would build it with ReLUs and compute something else without a word, so it
-    loads only with this package (``load_classifier``)."""
+    kind (e.g. an MAE probe, a causal LM) is pushed as saved, with its tokenizer (:func:`tokenizer_files`),
+    and so is an AID network (strategy ``aid``): plain transformers or timm would build it with ReLUs
+    and compute something else without a word, so it loads only with this package (``load_classifier``)."""
     folder, out_dir = Path(folder), Path(out_dir)
     config = json.loads((folder / CONFIG).read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +69,20 @@ def export_for_hub(folder: str | Path, out_dir: str | Path) -> dict[str, Path]:
         return _export_timm_classifier(folder, config, out_dir)
     if config.get("model_type") == "vit_mae":
         return _export_vit_mae(folder, config, out_dir)
-    return {name: folder / name for name in (WEIGHTS, CONFIG)}
+    files = {name: folder / name for name in (WEIGHTS, CONFIG, GENERATION_CONFIG) if (folder / name).is_file()}
+    return {**files, **tokenizer_files(folder, out_dir / "tokenizer", tokenizer_dir)}
+
+
+def tokenizer_files(folder: Path, out_dir: Path, fallback: str | Path | None = None) -> dict[str, Path]:
+    """The tokenizer saved with the model in ``folder`` (else the one in ``fallback``), as the files its
+    ``save_pretrained`` writes (whatever the tokenizer class); none when neither holds a tokenizer."""
+    source = next((d for d in (folder, fallback) if d is not None and (Path(d) / TOKENIZER_CONFIG).is_file()), None)
+    if source is None:
+        return {}
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(out_dir))
+    return {path.name: path for path in sorted(out_dir.iterdir()) if path.is_file()}
 
 
 def timm_hub_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -57,14 +57,17 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_pretraining_summary(run_dir: str | Path) -> str:
+MAE_PROBE = "the pretraining loss on a fixed probe set with fixed masks"
+
+
+def write_pretraining_summary(run_dir: str | Path, probe: str = MAE_PROBE) -> str:
     """summary.md/csv; with warm and cold arms also alignment.json and fig4.png. Returns the table."""
     run_dir = Path(run_dir)
     arms = load_run_results(run_dir)
     rows = pretraining_rows(arms)
     table = _table(rows)
     write_rows_csv(run_dir / "summary.csv", rows)
-    text = f"# {run_dir.name}\n\nProbe loss: the pretraining loss on a fixed probe set with fixed masks.\n\n{table}"
+    text = f"# {run_dir.name}\n\nProbe loss: {probe}.\n\n{table}"
     strategies = {records[0]["strategy"] for records in arms.values()}
     if {"warm", "cold"} <= strategies:
         inc = yaml.safe_load((run_dir / "config.yaml").read_text())["incremental"]

@@ -151,6 +151,15 @@ def gap_rows(runs: list[RunInfo], baseline: str = "cold", margin: float = 1.0) -
     return rows
 
 
+WARM_GAP_COLUMNS = ["configuration", "comparison", "metric", "n", "mean", "ci_low", "ci_high", "verdict"]
+
+
+def warm_gap_rows(runs: list[RunInfo], margin: float = 1.0) -> list[dict[str, Any]]:
+    """Every strategy but cold against warm (the interventions built to keep plasticity, measured
+    against doing nothing): :func:`gap_rows` with warm as the baseline."""
+    return [row for row in gap_rows(runs, baseline="warm", margin=margin) if row["comparison"] != "cold - warm"]
+
+
 def strategy_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
     """Per configuration x strategy with finished arms: seed means of the accuracies (%) with 95%
     t-intervals clipped to [0, 100], compute totals, and how soon the arm reaches cold."""
@@ -343,7 +352,8 @@ def _accuracy_sections(runs: list[RunInfo], out: Path, margin: float) -> list[Se
     """One section per setting (its Fig. 1 and a strategy table per scenario), then Fig. 2 and Fig. 3;
     the figures, gaps.csv, strategies.csv and fig3.csv are written to ``out``."""
     lines = strategy_lines(runs, margin)
-    atomic_write_text(out / "gaps.csv", _csv(gap_rows(runs, margin=margin)))
+    to_warm = warm_gap_rows(runs, margin)
+    atomic_write_text(out / "gaps.csv", _csv(gap_rows(runs, margin=margin) + to_warm))
     atomic_write_text(out / "strategies.csv", _csv(strategy_rows(runs)))
     groups: dict[str, list[RunInfo]] = defaultdict(list)
     for run in runs:
@@ -358,6 +368,10 @@ def _accuracy_sections(runs: list[RunInfo], out: Path, margin: float) -> list[Se
     if (out / "fig2.png").exists():
         caption = "Fig. 2: warm - cold, final test accuracy, per configuration (standard scheme: bold diamond)"
         sections.append(Section("Gap per configuration", [], [Figure(out / "fig2.png", caption)]))
+    if to_warm:
+        note = "Each strategy minus warm, paired by seed, in test-accuracy points (95% t-interval; TOST verdict)."
+        table = dict_table(to_warm, WARM_GAP_COLUMNS)
+        sections.append(Section("Gaps to warm", [table], [], notes=[note]))
     fig3 = fig3_rows(runs, margin)
     if fig3:
         atomic_write_text(out / "fig3.csv", _csv(fig3))

@@ -22,8 +22,10 @@ class PhaseContext:
     ``previous_model`` is the model after the previous phase (at phase 0: the initial model, theta0).
     ``fresh_model()`` returns a new random draw of the architecture for this phase (deterministic from
     the arm's seed and the phase; for finetuning it reloads the pretrained weights). ``init_state`` is
-    theta0: the initial parameters and buffers. ``train_dataset`` holds every example seen so far, in
-    chunk order (the newest chunk last); ``new_indices`` are the newest chunk's source indices.
+    theta0: the initial parameters and buffers. ``train_dataset`` holds what the phase trains on, in
+    chunk order (the newest chunk last): every example seen so far, or with ``replay_fraction`` < 1 the
+    replayed sample of the earlier chunks and the new chunk; ``new_indices`` are the newest chunk's source
+    indices.
     """
 
     phase: int
@@ -44,7 +46,8 @@ class PhaseContext:
         return torch.Generator().manual_seed(self.seed)
 
     def seen_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """All data seen so far in fixed order, newest chunk last, without augmentation."""
+        """The phase's training data (all data seen so far unless replay_fraction < 1) in fixed order, newest
+        chunk last, without augmentation."""
         return iter_pixel_batches(self.train_dataset, batch_size)
 
 

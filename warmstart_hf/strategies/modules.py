@@ -4,8 +4,10 @@ residual stages and blocks. Kept in one place so every strategy agrees on the na
 from __future__ import annotations
 
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
-WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+# transformers' Conv1D is GPT-2's linear layer (weights stored transposed)
+WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, Conv1D)
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 

@@ -35,6 +35,7 @@ class L2Init(Strategy):
     Optimizer: reset unless ``optimizer_state: carry``."""
 
     reference = "Kumar et al. 2023, L2 regularization toward the initialization (L2 Init)"
+    tasks = ("classification", "causal_lm")
 
     def prepare(self, ctx: PhaseContext) -> PhaseStart:
         return PhaseStart(

@@ -37,7 +37,8 @@ def shrink_perturb(
     """Shrink & Perturb ``model`` in place and return what it did.
 
     - ``gaussian`` (Ash & Adams 2020 paper; DASH repo ``sp``): ``W <- shrink * W + N(0, noise^2)`` on
-      the weights and biases of conv/linear layers (and BatchNorm gamma/beta if ``include_norm``);
+      the weights and biases of conv/linear layers (and BatchNorm gamma/beta if ``include_norm``; of a
+      language model: every linear layer, its embeddings and RMSNorm weights kept);
       BatchNorm buffers untouched. Defaults shrink 0.3, noise 0.01 (DASH repo). Noise is drawn on
       the CPU from ``generator``, in parameter order, so every process draws the same.
     - ``fresh_init`` (Ash & Adams code): ``theta <- shrink * theta + perturb * theta_fresh`` for every
@@ -110,6 +111,7 @@ class ShrinkPerturb(Strategy):
     """
 
     reference = "Ash & Adams 2020 (paper: gaussian; code: fresh_init); DASH repo sp; Hare & Tortoise / FIRE"
+    tasks = ("classification", "causal_lm")  # causal_lm: the decoder's linear layers (embeddings and norms kept)
 
     @property
     def default_optimizer_state(self) -> str:  # type: ignore[override]

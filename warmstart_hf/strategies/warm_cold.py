@@ -7,6 +7,18 @@ import torch
 from warmstart_hf.strategies.base import PhaseContext, PhaseStart, Strategy
 from warmstart_hf.strategies.registry import register_strategy
 
+# warm and cold are the two arms of every task
+EVERY_TASK = (
+    "classification",
+    "finetune",
+    "mae_pretrain",
+    "linear_probe",
+    "mae_finetune",
+    "causal_lm",
+    "lm_linear_probe",
+    "lm_finetune",
+)
+
 
 @register_strategy("warm")
 class WarmStart(Strategy):
@@ -19,7 +31,7 @@ class WarmStart(Strategy):
     """
 
     reference = "Ash & Adams 2020; DASH (Shin et al. 2024) warm / warm_rm"
-    tasks = ("classification", "finetune", "mae_pretrain", "linear_probe", "mae_finetune")
+    tasks = EVERY_TASK
 
     def prepare(self, ctx: PhaseContext) -> PhaseStart:
         return PhaseStart(model=ctx.previous_model, carry_optimizer_state=self.carries_optimizer_state())
@@ -38,7 +50,7 @@ class ColdStart(Strategy):
     """
 
     reference = "Ash & Adams 2020 (fresh draw); FIRE full reset (cold_init: same); Revisiting Warm-Start Training 3.1"
-    tasks = ("classification", "finetune", "mae_pretrain", "linear_probe", "mae_finetune")
+    tasks = EVERY_TASK
     warm_derived = False
 
     def carries_optimizer_state(self) -> bool:

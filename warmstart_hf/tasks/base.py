@@ -5,7 +5,8 @@ task says what a phase trains and how it is judged: how the data is prepared, ho
 is built, drawn afresh or loaded, what the Trainer needs (collator, batched augmentation, loss
 options, per-epoch evaluation), and which metrics and diagnostics the phase's record holds. The loop
 never branches on a task's name. The registered tasks: ``classification`` (from scratch), ``finetune``
-(from a pretrained network), ``mae_pretrain``, ``linear_probe`` and ``mae_finetune``.
+(from a pretrained network), ``mae_pretrain``, ``linear_probe``, ``mae_finetune``, ``causal_lm``, and its downstream
+``lm_linear_probe`` and ``lm_finetune``.
 """
 
 from __future__ import annotations
@@ -35,13 +36,32 @@ class TaskData:
     init_model: nn.Module | None = None  # from `init_from` (a Hub phase or local dir), else None
 
 
+@dataclass(frozen=True)
+class CardSpec:
+    """How a task's phases read on their Hub model card (``hub.render_card``), for a task whose record
+    has none of the classification fields: what the model is, its headline metric (the card's
+    model-index result), the per-phase columns, and how to load and continue from a branch.
+    ``load`` and ``continue_from`` are formatted with ``repo_id`` and ``branch``."""
+
+    description: str  # e.g. "causal language model (decoder pretraining)"
+    pipeline_tag: str  # the Hub's pipeline tag, e.g. "text-generation"
+    task_name: str  # the model-index task name, e.g. "Causal language modeling"
+    headline: tuple[str, str, str]  # (record field, metric type, metric name), e.g. held-out perplexity
+    columns: tuple[tuple[str, str, str], ...]  # (record field, column header, format spec) per phase
+    results_note: str  # what the columns measure
+    load: str  # Python that loads the branch with transformers alone
+    continue_from: str  # how a new run starts from the branch
+
+
 class Task:
     """Base class: subclasses set ``name`` (by :func:`register_task`) and implement the methods."""
 
     name: str = ""
     best_metric: str = ""  # the per-epoch metric early stopping keeps the best of
     crops: bool = False  # stored images are cropped to crop_size on the device (random_resized_crop allowed)
-    needs_pretrained: bool = False  # starts from the recipe's `pretrained` network (and only such tasks take it)
+    needs_pretrained: bool = False  # starts from the recipe's `pretrained` network
+    accepts_pretrained: bool = False  # may start from `pretrained` (tasks that need it take it too)
+    card: CardSpec | None = None  # None: the Hub card of an image classifier or an MAE (model_cards/)
 
     def __init__(self, config: RecipeConfig):
         self.config = config
@@ -77,6 +97,12 @@ class Task:
     def save_phase_model(self, trainer, directory: Path) -> None:
         """The phase's final model as a plain model directory; every process calls it (FSDP gathers)."""
         trainer.save_model(str(directory))
+
+    def throughput_unit(self, data: TaskData) -> tuple[str, int]:
+        """What ``scripts/benchmark.py`` counts as work, and how many of it one training example holds:
+        throughput is compared in the unit the task is judged in (images here; tokens for a language
+        model, whose example is a block of many)."""
+        return "images", 1
 
     def write_summary(self, run_dir: Path) -> str:
         """The run's summary files (main process, after every arm); returns the table to print."""

@@ -65,6 +65,7 @@ class Classification(Task):
             seed=seed,
             phase_fractions=inc.phase_fractions,
             class_order=inc.class_order,
+            replay_fraction=inc.replay_fraction,
         )
         if inc.label_noise and any(inc.label_noise):
             plan = add_label_noise(plan, np.asarray(source["train"]["label"][:]), inc.label_noise, seed)
@@ -111,7 +112,8 @@ class Classification(Task):
         return TimmImageClassifier.from_pretrained(directory)
 
     def train_dataset(self, data: TaskData, phase: int) -> Dataset:
-        """The phase's cumulative training set, with that phase's noisy labels swapped in (if any)."""
+        """The phase's training set (the replayed earlier examples, then the new chunk), with that phase's
+        noisy labels swapped in (if any)."""
         plan = data.plan
         dataset = data.train.select(plan.train_indices(phase))
         if plan.noisy_labels and plan.noisy_labels[phase]:
@@ -184,10 +186,11 @@ class Classification(Task):
         return sets
 
     def start_diagnostics(self, model: nn.Module, data: TaskData, phase: int) -> dict[str, Any]:
-        """Gradient norms at the start of the phase (old chunks vs the new one), on fixed samples."""
+        """Gradient norms at the start of the phase (all earlier chunks, replayed or not, vs the new one), on
+        fixed samples."""
         plan, size = data.plan, self.config.incremental.diagnostics_samples
         sample_seed = derive_seed(self.config.training.seed, "diagnostics", phase)
-        old = plan.train_indices(phase - 1) if phase > 0 else []
+        old = plan.seen_indices(phase - 1) if phase > 0 else []
         new = plan.chunks[phase]
         pick = lambda idx: [idx[i] for i in diagnostic_sample(len(idx), size, sample_seed)]  # noqa: E731
         view = self.eval_transform(data)

@@ -158,15 +158,17 @@ def check_finetune(config: RecipeConfig) -> None:
     needs the finetune pipeline and comes first."""
     m, inc = config.model, config.incremental
     needs = inc.task in TASKS and TASKS[inc.task].needs_pretrained
+    takes = needs or (inc.task in TASKS and TASKS[inc.task].accepts_pretrained)
     if needs and not m.pretrained:
         raise ConfigError(
             f"Recipe field `pretrained` is unset, but task {inc.task} needs it. Fix: set `pretrained` (e.g. "
             "timm/resnet18.tv_in1k, or a phase directory), or use task classification."
         )
-    if not needs and m.pretrained:
+    if not takes and m.pretrained:
         raise ConfigError(
             f"Recipe field `pretrained` has value {m.pretrained!r}, but task is {inc.task!r}. Fix: set task: "
-            "finetune (or linear_probe), or use `init_from` to start a from-scratch run from saved weights."
+            "finetune (or linear_probe, or causal_lm), or use `init_from` to start a from-scratch run from saved "
+            "weights."
         )
     if inc.task == "finetune":
         _check_finetune_options(config)

@@ -11,15 +11,14 @@ under ``phase-XX/snapshots/``: the candidates for loss alignment) and at the end
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import TrainerCallback
 
-from warmstart_hf.checkpoints import save_pretrained_atomic
 from warmstart_hf.config import ConfigError, RecipeConfig, register_recipe_check
 from warmstart_hf.data.pixels import collate_pixels
 from warmstart_hf.hub import push_aligned_checkpoints
@@ -29,10 +28,9 @@ from warmstart_hf.report.pretraining import write_pretraining_summary
 from warmstart_hf.seeding import derive_seed
 from warmstart_hf.tasks.base import TaskData
 from warmstart_hf.tasks.classification import Classification
+from warmstart_hf.tasks.probe_curve import ProbeLoss, probe_curve
 from warmstart_hf.tasks.registry import register_task
 from warmstart_hf.tasks.views import CroppedViews, evaluation_view
-
-SNAPSHOTS = "snapshots"
 
 
 @dataclass
@@ -97,7 +95,9 @@ class MaePretrain(CroppedViews, Classification):
             "augment": self.augmentation(data),
             "eval_transform": self.eval_transform(data),
             "train_rows": self.train_rows(data),
-            "callbacks": [ProbeLoss(data.probe_images, data.probe_noise, every)] if every else [],
+            "callbacks": [ProbeLoss(partial(probe_loss, images=data.probe_images, noise=data.probe_noise), every)]
+            if every
+            else [],
         }
 
     def start_record(self, model: nn.Module, data: MaeData, phase: int) -> dict[str, Any]:
@@ -109,18 +109,7 @@ class MaePretrain(CroppedViews, Classification):
     def phase_metrics(self, trainer, data: MaeData, phase: int, train) -> dict[str, Any]:
         """The end-of-phase probe loss and the phase's probe curve (snapshots relative to the arm)."""
         final = probe_loss(trainer.model, data.probe_images, data.probe_noise)
-        phase_dir = f"phase-{phase:02d}"
-        last = int(trainer.state.global_step)  # a snapshot at the last step is the phase model itself
-        curve = [
-            {
-                "step": e["step"],
-                "probe_loss": e["probe_loss"],
-                "snapshot": f"{phase_dir}/{SNAPSHOTS}/step-{e['step']:07d}",
-            }
-            for e in trainer.state.log_history
-            if "probe_loss" in e and e["step"] != last
-        ]
-        curve.append({"step": last, "probe_loss": final, "snapshot": phase_dir})
+        curve = probe_curve(trainer, phase, final)
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
         return {
             "num_train_examples": len(train),
@@ -137,24 +126,6 @@ class MaePretrain(CroppedViews, Classification):
         table = write_pretraining_summary(run_dir)
         push_aligned_checkpoints(self.config, run_dir)
         return table
-
-
-class ProbeLoss(TrainerCallback):
-    """Every ``every`` optimizer steps: the probe loss into the Trainer's log history (which survives
-    a resume) and a model-only snapshot (main process), the alignment candidates."""
-
-    def __init__(self, images: torch.Tensor, noise: torch.Tensor, every: int):
-        self.images, self.noise, self.every = images, noise, every
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        last = state.global_step >= state.max_steps  # the phase model itself: phase_metrics measures it
-        if state.global_step % self.every or model is None or last:
-            return control
-        loss = probe_loss(model, self.images, self.noise)
-        state.log_history.append({"epoch": state.epoch, "step": state.global_step, "probe_loss": loss})
-        if args.should_save:  # complete or absent: alignment may pick any snapshot
-            save_pretrained_atomic(model, Path(args.output_dir) / SNAPSHOTS / f"step-{state.global_step:07d}")
-        return control
 
 
 @register_recipe_check
