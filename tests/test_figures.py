@@ -141,3 +141,10 @@ def test_fig4_marks_and_names_the_phases_and_joins_each_target_to_its_chosen_che
 def test_progress_bars_name_the_phase_as_directories_and_branches_do():
     assert phase_label(0, 5) == "phase 0 (1/5)"
     assert phase_label(4, 5) == "phase 4 (5/5)"
+
+
+def test_every_registered_strategy_has_its_own_colour():
+    from warmstart_hf.strategies import STRATEGIES
+
+    assert set(STRATEGIES) <= set(STRATEGY_COLORS), "a strategy without a colour is drawn grey, like another"
+    assert len(set(STRATEGY_COLORS.values())) == len(STRATEGY_COLORS)

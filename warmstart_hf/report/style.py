@@ -20,6 +20,9 @@ STRATEGY_COLORS = {
     "reset_head": "tab:pink",
     "reset_last_k": "tab:olive",
     "hare_tortoise": "tab:cyan",
+    "cbp": "tab:red",
+    "redo": "black",
+    "aid": "gold",
 }
 PHASE_AXIS_LABEL = "phase (0 = first, as in phase-00)"
 
