@@ -927,6 +927,13 @@ LM_HUB_MUTATIONS = [
         "",
         T + "test_lm_scaling.py::test_gradient_accumulation_gives_the_update_of_the_full_batch",
     ),
+    _m(
+        "lm-hub: a Hub `pretrained` is fetched without its tokenizer",
+        "warmstart_hf/models/pretrained.py",
+        'allow_patterns=["config.json", WEIGHTS_FILE, *TOKENIZER_FILES]',
+        'allow_patterns=["config.json", WEIGHTS_FILE]',
+        LM_HUB,
+    ),
 ]
 MUTATIONS += LM_HUB_MUTATIONS
 

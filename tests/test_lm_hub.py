@@ -9,12 +9,15 @@ import json
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from safetensors.torch import load_file
 
+from tests.test_lm_downstream import downstream_recipe
 from warmstart_hf.config import parse_config
 from warmstart_hf.data.text_blocks import tokenizer_sha256
 from warmstart_hf.io import read_jsonl
 from warmstart_hf.loop import prepare_data, run_experiment
 from warmstart_hf.models.causal_lm import token_loss_sum
+from warmstart_hf.tasks import create_task
 
 # 2 phases of a few hundred byte-level tokens per play, a 1-layer decoder: seconds on 2 CPU cores.
 LM_RECIPE = {
@@ -117,3 +120,13 @@ def test_causal_lm_phases_load_from_the_hub_with_the_recorded_loss_and_tokenizer
         tokenizer = AutoTokenizer.from_pretrained(aligned_repo, revision=branch)
         assert tokenizer_sha256(tokenizer) == data.tokenizer_sha256
         assert AutoModelForCausalLM.from_pretrained(aligned_repo, revision=branch).config.model_type == "llama"
+
+    # a downstream probe names a branch as `pretrained` (one whose files no earlier check fetched into the
+    # cache): the fetch brings the run's tokenizer with the model
+    cold_repo = f"{base}-cold-seed0"
+    probe_recipe = downstream_recipe("demo_probe_genre.yaml", tmp_path, pretrained=f"hub://{cold_repo}@phase-01")
+    probe_data = create_task(parse_config(recipe=probe_recipe)).prepare()
+    assert tokenizer_sha256(probe_data.tokenizer) == data.tokenizer_sha256
+    weights = load_file(probe_data.checkpoint / "model.safetensors")
+    local = load_file(run_dir / "cold-seed0" / "phase-01" / "model.safetensors")
+    assert weights.keys() == local.keys() and all(torch.equal(weights[k], local[k]) for k in local)

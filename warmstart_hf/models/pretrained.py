@@ -1,7 +1,8 @@
 """Pretrained backbones for finetuning.
 
-A recipe's ``pretrained`` resolves to a local folder (a Hub download fetches ``config.json`` and
-``model.safetensors`` only: no pickle is ever read, no code from a repo runs). Two layouts load: a
+A recipe's ``pretrained`` resolves to a local folder (a Hub download fetches ``config.json``,
+``model.safetensors`` and the tokenizer's data files a language-model checkpoint carries, nothing else: no
+pickle is ever read, no code from a repo runs). Two layouts load: a
 phase (or ``init``) directory this project wrote, and a timm model folder as timm publishes on the
 Hub (``timm/resnet18.tv_in1k``). The classifier built from it holds the backbone's weights and
 BatchNorm buffers and a new head, drawn from a seed, for the downstream classes.
@@ -21,6 +22,16 @@ from warmstart_hf.config import ConfigError
 from warmstart_hf.models.classifier import TimmClassifierConfig, TimmImageClassifier
 
 WEIGHTS_FILE = "model.safetensors"
+# a causal_lm phase's tokenizer (the downstream text tasks tokenize with it): JSON, text and SentencePiece
+# protobuf files, read as data; absent from image checkpoints, so fetching them costs those nothing
+TOKENIZER_FILES = [
+    "tokenizer*.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "*.model",
+]
 _FIX_OFFLINE = (
     "Fix: check the id and revision; on a machine without network, download it once where there is "
     "network (it is then read from the Hugging Face cache), or point `pretrained` at a local folder."
@@ -43,7 +54,7 @@ class PretrainedWeights:
 
 def resolve_pretrained(value: str) -> Path:
     """The local folder ``value`` names: a directory, or a Hub model (``timm/<name>``, ``hf-hub:...``,
-    ``hub://<user>/<repo>@<revision>``) fetched into the Hugging Face cache (safetensors only)."""
+    ``hub://<user>/<repo>@<revision>``) fetched into the Hugging Face cache (safetensors and tokenizer files only)."""
     local = Path(value).expanduser()
     if local.is_dir():
         return local
@@ -57,7 +68,9 @@ def resolve_pretrained(value: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        folder = snapshot_download(repo, revision=revision or None, allow_patterns=["config.json", WEIGHTS_FILE])
+        folder = snapshot_download(
+            repo, revision=revision or None, allow_patterns=["config.json", WEIGHTS_FILE, *TOKENIZER_FILES]
+        )
     except Exception as err:  # noqa: BLE001 - offline, unknown repo or revision all land here
         raise ConfigError(
             f"Recipe field `pretrained` has value {value!r}, which could not be fetched ({type(err).__name__}: "
