@@ -229,3 +229,14 @@ def test_evaluate_run_writes_the_fig5_table_with_warm_cold_gaps(tmp_path, capsys
     arm = out / "probe" / "warm-seed0-phase01-end_of_phase" / "warm-seed0"
     record = json.loads((arm / "results.jsonl").read_text().splitlines()[-1])
     assert record["task"] == "lm_linear_probe" and "train_loss_plateaued" in record
+
+
+def test_evaluate_run_refuses_an_override_of_what_each_checkpoint_sets(tmp_path):
+    from warmstart_hf.downstream import evaluate_run
+
+    recipe = str(REPO / "recipes" / "lm" / "demo_probe_genre.yaml")
+    for token in ("--seed", "--pretrained=runs/x"):
+        with pytest.raises(ConfigError, match=token[2:].split("=")[0] + r"`.*Fix: drop"):
+            evaluate_run(tmp_path, [recipe], overrides=[token, "3"])
+    with pytest.raises(ConfigError, match="no alignment.json"):  # other fields pass on to the recipes
+        evaluate_run(tmp_path, [recipe], overrides=["--num_train_epochs", "2"])

@@ -217,19 +217,22 @@ def main_report(argv: list[str] | None = None) -> int:
 
 
 def main_evaluate_pretraining(argv: list[str] | None = None) -> int:
-    """``evaluate_pretraining.py RUN_DIR RECIPE [RECIPE ...]`` (warmstart_hf/downstream.py)."""
+    """``evaluate_pretraining.py RUN_DIR RECIPE [RECIPE ...] [--field value ...]`` (warmstart_hf/downstream.py):
+    the ``--field value`` pairs override every downstream recipe, as train_incremental.py's override one."""
     import argparse
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = next((i for i, t in enumerate(argv) if t.startswith("--") and t != "--help"), len(argv))
     parser = argparse.ArgumentParser(prog="evaluate_pretraining.py", description=main_evaluate_pretraining.__doc__)
-    parser.add_argument("run_dir", help="a finished mae_pretrain run directory (with alignment.json)")
-    parser.add_argument("recipes", nargs="+", help="downstream recipes (task linear_probe)")
-    args = parser.parse_args(argv)
+    parser.add_argument("run_dir", help="a finished pretraining run directory (with alignment.json)")
+    parser.add_argument("recipes", nargs="+", help="downstream recipes (task linear_probe, lm_linear_probe, ...)")
+    args = parser.parse_args(argv[:split])
 
     def evaluate() -> int:
         from warmstart_hf.downstream import evaluate_run
 
         _quiet_library_progress_bars()
-        out = evaluate_run(args.run_dir, args.recipes)
+        out = evaluate_run(args.run_dir, args.recipes, overrides=argv[split:])
         print((out / "downstream.md").read_text())
         print(f"Downstream results in {out}")
         return 0

@@ -52,9 +52,13 @@ def checkpoints(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def evaluate_run(run_dir: str | Path, recipes: list[str], margin: float = GAP_MARGIN) -> Path:
-    """Run every downstream recipe on every checkpoint (finished ones are skipped); write the tables."""
-    run_dir = Path(run_dir)
+def evaluate_run(
+    run_dir: str | Path, recipes: list[str], margin: float = GAP_MARGIN, overrides: list[str] | None = None
+) -> Path:
+    """Run every downstream recipe on every checkpoint (finished ones are skipped); write the tables.
+    ``overrides`` (``--field value`` tokens, as on a command line) amend every recipe."""
+    run_dir, overrides = Path(run_dir), list(overrides or [])
+    _check_overrides(overrides)
     if not (run_dir / "alignment.json").exists():
         raise ConfigError(
             f"{run_dir} has no alignment.json: evaluate a finished mae_pretrain run with warm and cold arms "
@@ -67,7 +71,7 @@ def evaluate_run(run_dir: str | Path, recipes: list[str], margin: float = GAP_MA
         for point in checkpoints(run_dir):
             key = (recipe_path, point["path"])  # an aligned checkpoint may be the end of a phase itself
             if key not in done:
-                done[key] = _evaluate(recipe, Path(recipe_path).stem, point, out)
+                done[key] = _evaluate(recipe, Path(recipe_path).stem, point, out, overrides)
             rows.append({**point, "recipe": Path(recipe_path).stem, **done[key]})
     write_rows_csv(out / "downstream.csv", rows)
     table, gaps = fig5_rows(rows), gap_rows(rows, margin)
@@ -77,7 +81,22 @@ def evaluate_run(run_dir: str | Path, recipes: list[str], margin: float = GAP_MA
     return out
 
 
-def _evaluate(recipe: dict, stem: str, point: dict, out: Path) -> dict[str, Any]:
+SET_PER_CHECKPOINT = ("pretrained", "output_dir", "run_name", "seed")  # _evaluate sets them for each checkpoint
+
+
+def _check_overrides(overrides: list[str]) -> None:
+    """Refuse an override of what each checkpoint's evaluation sets itself."""
+    for token in overrides:
+        field = token[2:].split("=", 1)[0] if token.startswith("--") else None
+        if field in SET_PER_CHECKPOINT:
+            raise ConfigError(
+                f"Command-line field `{field}` is set for every checkpoint by evaluate_pretraining.py (the "
+                f"checkpoint, its seed and where its result goes: {', '.join(SET_PER_CHECKPOINT)}). Fix: drop "
+                f"--{field}; override other fields only, e.g. --num_train_epochs 2."
+            )
+
+
+def _evaluate(recipe: dict, stem: str, point: dict, out: Path, overrides: list[str]) -> dict[str, Any]:
     """One downstream run on one checkpoint (resumable like any run); its outcome. The run's own
     console header and table name the probe's single training schedule (strategy ``warm``, one phase),
     not the checkpoint's arm, so they are kept out of the console: a line before and after says which
@@ -85,10 +104,10 @@ def _evaluate(recipe: dict, stem: str, point: dict, out: Path) -> dict[str, Any]
     from warmstart_hf.loop import run_experiment
 
     name = f"{stem}/{point['arm']}-seed{point['seed']}-phase{point['phase']:02d}-{point['kind']}"
-    overrides = {"pretrained": point["path"], "output_dir": str(out), "run_name": name, "seed": point["seed"]}
+    fixed = {"pretrained": point["path"], "output_dir": str(out), "run_name": name, "seed": point["seed"]}
     print(f"{stem}: evaluating {describe_checkpoint(point)}", flush=True)
     with contextlib.redirect_stdout(io.StringIO()):
-        result = outcome(run_experiment(parse_config(recipe={**recipe, **overrides})))
+        result = outcome(run_experiment(parse_config(overrides, recipe={**recipe, **fixed})))
     print(f"{stem}: {describe_checkpoint(point)}: top-1 {100 * result['test_accuracy']:.2f}% ({out / name})")
     return result
 
