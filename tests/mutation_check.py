@@ -989,6 +989,13 @@ MUTATIONS += LM_MUTATIONS
 LM_DOWN = T + "test_lm_downstream.py::"
 LM_DOWNSTREAM_MUTATIONS = [
     _m(
+        "the scrambled passages shuffle a word's first and last letters too",
+        "warmstart_hf/data/text_sources.py",
+        '        return w[0] + "".join(rng.permutation(list(w[1:-1]))) + w[-1]',
+        '        return "".join(rng.permutation(list(w)))',
+        LM_DOWN + "test_scrambled_passages_keep_their_letters_and_are_labelled_by_whether_they_changed",
+    ),
+    _m(
         "the language-model probe's pooling averages the padding too",
         "warmstart_hf/models/lm_probe.py",
         "    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)",

