@@ -941,6 +941,27 @@ MUTATIONS += LM_HUB_MUTATIONS
 LM = T + "test_causal_lm.py::"
 LM_MUTATIONS = [
     _m(
+        "lm: leaderboard rows from a run directory leave out the held-out loss",
+        "warmstart_hf/report/leaderboard.py",
+        "language = [{k: r[k] for k in LANGUAGE_FIELDS if k in r} for r in records]",
+        "language = [{} for r in records]",
+        LM + "test_the_study_report_and_leaderboard_give_language_runs_perplexity_and_the_paired_loss_gap",
+    ),
+    _m(
+        "lm: the study report treats language runs as accuracy runs",
+        "warmstart_hf/report/study.py",
+        'LOSS_TASKS = ("mae_pretrain", "causal_lm")',
+        'LOSS_TASKS = ("mae_pretrain",)',
+        LM + "test_the_study_report_and_leaderboard_give_language_runs_perplexity_and_the_paired_loss_gap",
+    ),
+    _m(
+        "lm: the study report's loss gap is cold minus the strategy",
+        "warmstart_hf/report/language.py",
+        'done[(strategy, s)][-1]["validation_loss"] - done[("cold", s)][-1]["validation_loss"]',
+        'done[("cold", s)][-1]["validation_loss"] - done[(strategy, s)][-1]["validation_loss"]',
+        LM + "test_the_study_report_and_leaderboard_give_language_runs_perplexity_and_the_paired_loss_gap",
+    ),
+    _m(
         "lm: a chunk's blocks keep the tail shorter than a block",
         "warmstart_hf/data/text_blocks.py",
         "    usable = (len(joined) // block_size) * block_size",

@@ -172,6 +172,45 @@ def test_the_summary_aligns_snapshots_and_states_the_compute(tiny_run):
     assert (run_dir / "fig4.png").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_the_study_report_and_leaderboard_give_language_runs_perplexity_and_the_paired_loss_gap(tiny_run, tmp_path):
+    import csv
+    import shutil
+
+    from warmstart_hf.report.study import write_study_report
+
+    run_dir = shutil.copytree(tiny_run[0], tmp_path / "lm")  # seed 0, then seed 1 beside it
+    run_experiment(parse_config(recipe=_recipe(tmp_path, seed=1)))
+    out = write_study_report([run_dir], tmp_path / "report")
+    with (out / "language.csv").open() as handle:
+        rows = {r["strategy"]: r for r in csv.DictReader(handle)}
+    final = {(arm, s): _records(run_dir, f"{arm}-seed{s}")[-1] for arm in ("warm", "cold") for s in (0, 1)}
+    gaps = [final[("warm", s)]["validation_loss"] - final[("cold", s)]["validation_loss"] for s in (0, 1)]
+    warm = rows["warm"]
+    assert warm["seeds"] == "2" and float(warm["loss_gap_vs_cold"]) == pytest.approx(sum(gaps) / 2)
+    assert float(warm["loss_gap_ci_low"]) < float(warm["loss_gap_vs_cold"]) < float(warm["loss_gap_ci_high"])
+    perplexities = [final[("warm", s)]["validation_perplexity"] for s in (0, 1)]
+    assert float(warm["final_perplexity"]) == pytest.approx(sum(perplexities) / 2)
+    assert rows["cold"]["loss_gap_vs_cold"] == ""
+    report = (out / "report.md").read_text()
+    assert "## Language models: held-out perplexity and compute" in report and "Fig. 4" in report
+    assert "Accuracies in %" not in report and not (out / "gaps.csv").exists()  # no accuracy sections
+
+    # the leaderboard: the rows carry the held-out loss, the board ranks by perplexity with the same gap
+    from warmstart_hf.report.leaderboard import build_leaderboard
+
+    built = build_leaderboard([str(run_dir)], output_dir=tmp_path / "board")
+    assert {r["validation_loss"] for r in built["rows"] if r["strategy"] == "warm" and r["phase"] == 2} == {
+        final[("warm", s)]["validation_loss"] for s in (0, 1)
+    }
+    lines = {line["strategy"]: line for line in built["board"]}
+    assert built["board"][0]["final_perplexity"] == min(line["final_perplexity"] for line in built["board"])
+    assert lines["warm"]["loss_gap_vs_cold"] == pytest.approx(sum(gaps) / 2)
+    assert lines["warm"]["final_perplexity"] == pytest.approx(sum(perplexities) / 2)
+    assert "| final perplexity |" in built["markdown"] and "| loss gap vs cold |" in built["markdown"]
+    assert (tmp_path / "board" / "leaderboard.html").stat().st_size > 0
+
+
 def test_domain_scenario_phases_bring_whole_domains(tmp_path):
     recipe = _recipe(tmp_path, scenario="domain", domain_column="genre", num_phases=3)
     data = create_task(parse_config(recipe=recipe)).prepare()

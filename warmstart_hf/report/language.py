@@ -1,6 +1,8 @@
 """The summary of a causal-LM run: the pretraining summary (probe losses, alignment, Fig. 4), then per
 strategy the held-out perplexity, the tokens and FLOPs trained, and warm's compute saving: the tokens
-warm needed in a phase to reach cold's end-of-phase probe loss."""
+warm needed in a phase to reach cold's end-of-phase probe loss. A study report (``report/study.py``)
+over causal-LM runs (a sweep such as ``recipes/sweeps/lm_grid.yaml``) gets the same table per
+configuration and the paired gap to cold in final held-out loss (:func:`language_sections`)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,24 @@ from typing import Any
 import numpy as np
 
 from warmstart_hf.io import atomic_write_text
+from warmstart_hf.report.pages import Section, dict_table
 from warmstart_hf.report.pretraining import write_pretraining_summary
+from warmstart_hf.report.statistics import t_interval
 from warmstart_hf.report.summary import load_run_results, write_rows_csv
+
+STUDY_COLUMNS = [
+    "configuration",
+    "strategy",
+    "seeds",
+    "final_perplexity",
+    "mean_perplexity",
+    "tokens",
+    "flops",
+    "saving_vs_cold",
+    "loss_gap_vs_cold",
+    "loss_gap_ci_low",
+    "loss_gap_ci_high",
+]
 
 
 def tokens_to_reach(record: dict[str, Any], target: float) -> int | None:
@@ -98,3 +116,38 @@ def write_language_summary(run_dir: str | Path) -> str:
     )
     atomic_write_text(run_dir / "summary.md", text)
     return table
+
+
+def final_loss_gaps(arms: dict[tuple[str, int], list[dict[str, Any]]], strategy: str, phases: int) -> list[float]:
+    """Per seed with both arms finished: ``strategy``'s final held-out loss minus cold's (nats)."""
+    done = {key: records for key, records in arms.items() if len(records) == phases}
+    seeds = sorted(seed for name, seed in done if name == strategy and ("cold", seed) in done)
+    return [done[(strategy, s)][-1]["validation_loss"] - done[("cold", s)][-1]["validation_loss"] for s in seeds]
+
+
+def study_rows(label: str, arms: dict[tuple[str, int], list[dict[str, Any]]], phases: int) -> list[dict[str, Any]]:
+    """One configuration's language rows (finished arms), each with its paired final-loss gap to cold."""
+    finished = {f"{name}-seed{seed}": r for (name, seed), r in arms.items() if len(r) == phases}
+    rows = []
+    for row in language_rows(finished) if finished else []:
+        gaps = final_loss_gaps(arms, row["strategy"], phases) if row["strategy"] != "cold" else []
+        mean, low, high = t_interval(gaps) if gaps else (None, None, None)
+        rows.append(
+            {"configuration": label, **row, "loss_gap_vs_cold": mean, "loss_gap_ci_low": low, "loss_gap_ci_high": high}
+        )
+    return rows
+
+
+def language_sections(runs: list, out: Path) -> list[Section]:
+    """The study report's language-model section (``runs``: study.RunInfo of causal_lm runs); writes
+    ``language.csv`` to ``out``."""
+    rows = [row for run in runs for row in study_rows(run.label, run.arms, run.num_phases)]
+    write_rows_csv(out / "language.csv", rows)
+    notes = [
+        "Held-out perplexity and tokens as in each run's summary.md; means over seeds. `loss_gap_vs_cold`: the "
+        "strategy's final held-out loss minus cold's, paired by seed, in nats (negative: lower than cold), with "
+        "its 95% t-interval (none with one seed). Per-row data: language.csv."
+    ]
+    shown = [{**r, "tokens": round(r["tokens"]), "flops": f"{r['flops']:.3g}"} for r in rows]
+    table = dict_table(shown, STUDY_COLUMNS, 3)
+    return [Section("Language models: held-out perplexity and compute", [table], notes=notes)]

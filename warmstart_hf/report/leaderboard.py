@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from warmstart_hf.io import atomic_write_text, read_jsonl
-from warmstart_hf.report.pages import Figure, Section, markdown_sections, strategy_table
+from warmstart_hf.report.language import final_loss_gaps
+from warmstart_hf.report.pages import Figure, Section, dict_table, markdown_sections, strategy_table
 from warmstart_hf.report.pages import render_html as render_page
+from warmstart_hf.report.statistics import t_interval
 from warmstart_hf.report.study import RunInfo, find_run_dirs, plot_fig1, strategy_lines
 
 ROW_FIELDS: dict[str, str] = {
@@ -42,6 +44,9 @@ ROW_FIELDS: dict[str, str] = {
     "test_accuracy_full": "float64",
     "dormant_fraction": "float64",
     "effective_rank": "float64",
+    "validation_loss": "float64",  # language models (causal_lm): held-out next-token loss, its exp, tokens
+    "validation_perplexity": "float64",
+    "train_tokens": "int64",
     "recipe_hash": "string",
     "code_version": "string",
     "standard": "bool",
@@ -55,6 +60,9 @@ SORT_METRICS = (
     "final_train_accuracy",
 )
 HUB_SCHEME = "hub://"
+LANGUAGE_FIELDS = ("validation_loss", "validation_perplexity", "train_tokens")
+LANGUAGE_COLUMNS = ["strategy", "seeds", "phases_done", "final_perplexity", "mean_perplexity", "tokens"]
+LANGUAGE_COLUMNS += ["loss_gap_vs_cold", "loss_gap_ci_low", "loss_gap_ci_high"]
 
 
 def _rows(summary: dict[str, Any], source: str) -> list[dict[str, Any]]:
@@ -78,7 +86,10 @@ def rows_from_run_dir(path: str | Path) -> list[dict[str, Any]]:
         for results in sorted(run_dir.glob("*/results.jsonl")):
             records = read_jsonl(results)
             if records:
-                rows += _rows(arm_summary(results.parent, records), str(run_dir))
+                summary = arm_summary(results.parent, records)
+                language = [{k: r[k] for k in LANGUAGE_FIELDS if k in r} for r in records]
+                summary["phases"] = [{**extra, **phase} for extra, phase in zip(language, summary["phases"])]
+                rows += _rows(summary, str(run_dir))
     return rows
 
 
@@ -175,9 +186,43 @@ def leaderboard(
     board = []
     for run in experiments(rows):
         facts = {"experiment": run.label, "dataset": run.dataset, "scenario": run.scenario, "standard": run.standard}
+        if is_language(run):  # judged by held-out loss: lowest final perplexity first
+            lines = [{**facts, **run.axes, **line} for line in _language_lines(run)]
+            board += sorted(lines, key=lambda line: (line["final_perplexity"] is None, line["final_perplexity"] or 0))
+            continue
         lines = [{**facts, **run.axes, **line} for line in _lines(run, margin)]
         board += sorted(lines, key=lambda line: (line[sort_by] is None, -(line[sort_by] or 0.0)))
     return board
+
+
+def is_language(run: RunInfo) -> bool:
+    """Whether ``run`` is a language-model experiment: held-out losses and no test accuracy."""
+    records = [r for arm in run.arms.values() for r in arm]
+    return all(r.get("test_accuracy") is None for r in records) and any(r.get("validation_loss") for r in records)
+
+
+def _language_lines(run: RunInfo) -> list[dict[str, Any]]:
+    """A line per strategy: seed means of the final and mean-over-phases perplexity and the tokens of
+    finished arms, and the final held-out loss minus cold's, paired by seed (nats, 95% t-interval)."""
+    lines = []
+    for strategy in sorted({s for s, _ in run.arms}):
+        arms = [records for (name, _), records in run.arms.items() if name == strategy]
+        done = list(run.complete_arms(strategy).values())
+        gaps = final_loss_gaps(run.arms, strategy, run.num_phases) if strategy != "cold" else []
+        mean, low, high = t_interval(gaps) if gaps else (None, None, None)
+        line = {"strategy": strategy, "seeds": len(arms), "phases_done": min(len(r) for r in arms)}
+        line |= {
+            "final_perplexity": float(np.mean([r[-1]["validation_perplexity"] for r in done])) if done else None,
+            "mean_perplexity": float(np.mean([[p["validation_perplexity"] for p in r] for r in done]))
+            if done
+            else None,
+            "tokens": round(np.mean([sum(p["train_tokens"] or 0 for p in r) for r in done])) if done else None,
+            "loss_gap_vs_cold": mean,
+            "loss_gap_ci_low": low,
+            "loss_gap_ci_high": high,
+        }
+        lines.append(line)
+    return lines
 
 
 COLUMNS = [
@@ -196,7 +241,9 @@ INTRO = (
     "One section per experiment (dataset, scenario, run, recipe). Accuracies in %: means over seeds with 95% "
     "t-intervals (clipped to [0, 100]) under them; gap vs cold: strategy minus cold paired by seed, in points, "
     "with its 95% interval; verdict: two one-sided tests at a margin of {margin:g} point(s). Missing values (-) "
-    "sort last either way."
+    "sort last either way. Language models (held-out loss, no accuracy): perplexities are seed means, lowest final "
+    "perplexity first; loss gap vs cold: final held-out loss minus cold's, paired by seed, in nats, with its 95% "
+    "interval."
 )
 
 
@@ -212,7 +259,10 @@ def _sections(board: list[dict[str, Any]], sort_by: str, figures: dict[str, Figu
     for name, lines in grouped.items():
         first = lines[0]
         facts = [(title, str(first[k])) for k, title in FACTS.items() if k != "run" or first[k] != name]
-        table = strategy_table(lines, COLUMNS, (sort_by, "descending"))
+        if "final_perplexity" in first:  # a language model: its own columns, lowest perplexity first
+            table = dict_table(lines, LANGUAGE_COLUMNS, 3)
+        else:
+            table = strategy_table(lines, COLUMNS, (sort_by, "descending"))
         figure = [figures[name]] if figures and name in figures else []
         sections.append(Section(name, [table], figure, facts, bool(first["standard"])))
     return sections
@@ -227,6 +277,8 @@ def _figures(runs: list[RunInfo], folder: Path) -> dict[str, Figure]:
     """Each experiment's train and test accuracy after each phase (the study's Fig. 1), in ``folder``."""
     figures = {}
     for index, run in enumerate(runs):
+        if is_language(run):  # no accuracies to draw
+            continue
         path = folder / f"experiment-{index:02d}.png"
         plot_fig1([run], path)
         caption = "Train and test accuracy after each phase: seed mean and 95% interval per strategy"

@@ -18,12 +18,14 @@ import yaml
 
 from warmstart_hf.io import atomic_write_text, read_jsonl
 from warmstart_hf.report.finetune import fig3_rows, plot_fig3
+from warmstart_hf.report.language import language_sections
 from warmstart_hf.report.pages import Figure, Section, dict_table, markdown_sections, render_html, strategy_table
 from warmstart_hf.report.pretraining import fig4_section
 from warmstart_hf.report.statistics import accuracy_interval, summarize_gap
 from warmstart_hf.report.style import outside_legend, phase_means, pyplot, set_phase_axis, strategy_color
 from warmstart_hf.report.summary import average_test_accuracy, final_test_accuracy, optimizer_policies
 
+LOSS_TASKS = ("mae_pretrain", "causal_lm")  # pretraining: probe loss and alignment (Fig. 4), no accuracy
 METRICS = {
     "final": ("final test accuracy", final_test_accuracy),
     "average": ("average incremental test accuracy", average_test_accuracy),
@@ -330,8 +332,9 @@ def write_study_report(paths: list[str | Path], out_dir: str | Path | None = Non
     runs = discover_runs(paths)
     out = Path(out_dir) if out_dir else Path(paths[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    pretraining = [r for r in runs if r.task == "mae_pretrain"]  # judged by probe loss, not accuracy
-    accuracy = [r for r in runs if r.task != "mae_pretrain"]
+    pretraining = [r for r in runs if r.task in LOSS_TASKS]  # judged by probe loss, not accuracy
+    language = [r for r in runs if r.task == "causal_lm"]
+    accuracy = [r for r in runs if r.task not in LOSS_TASKS]
     intro = [
         f"Runs: {', '.join(str(p) for p in paths)}. Accuracies in %, means over seeds with 95% t-intervals "
         "(clipped to [0, 100]); gaps are paired by seed, in accuracy points; the verdict uses two one-sided tests "
@@ -339,7 +342,9 @@ def write_study_report(paths: list[str | Path], out_dir: str | Path | None = Non
         "Steps and train time are totals over the phases; steps to reach cold: the mean first step (phases after the "
         "first) at which the arm reaches cold's end-of-phase accuracy. Per-row data: gaps.csv, strategies.csv.",
     ]
+    intro = intro if accuracy else [intro[0].split(". ")[0] + "."]  # no accuracy runs: no accuracy conventions
     sections = _accuracy_sections(accuracy, out, margin) if accuracy else []
+    sections += language_sections(language, out) if language else []
     fig4 = fig4_section([(r.label, r.run_dir) for r in pretraining], out)
     text = ["# Study report\n", *(f"{line}\n" for line in intro), *markdown_sections(sections), *_embed_figures(fig4)]
     atomic_write_text(out / "report.md", "\n".join(text))
