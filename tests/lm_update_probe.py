@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import TrainingArguments
+from update_probe import save_and_leave  # a sibling script: its directory is first on sys.path
 
 from warmstart_hf.data.text_blocks import collate_blocks
 from warmstart_hf.models.causal_lm import build_lm_config, create_lm
@@ -59,10 +60,7 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
         update = one_step_update(architecture, batch, accumulation, scratch)
-    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
-        torch.save(update, out)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    save_and_leave(update, out)
 
 
 if __name__ == "__main__":

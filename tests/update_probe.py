@@ -101,6 +101,11 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
         update = one_step_update(batch, accumulation, scratch, data_on_device=resident)
+    save_and_leave(update, out)
+
+
+def save_and_leave(update: dict, out: str) -> None:
+    """Rank 0 (or the only process) saves ``update`` to ``out``; every process leaves its group."""
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         torch.save(update, out)
     if torch.distributed.is_initialized():
