@@ -4,10 +4,12 @@ and FLOPs. Against the local Hub server of ``tests/hub_server.py`` through the r
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 import torch
+import yaml
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from safetensors.torch import load_file
 
@@ -119,3 +121,17 @@ def test_causal_lm_phases_load_from_the_hub_with_the_recorded_loss_and_tokenizer
     weights = load_file(probe_data.checkpoint / "model.safetensors")
     local = load_file(run_dir / "cold-seed0" / "phase-01" / "model.safetensors")
     assert weights.keys() == local.keys() and all(torch.equal(weights[k], local[k]) for k in local)
+
+    # the downstream evaluation puts each checkpoint's top-1 on its pushed branch's card
+    from warmstart_hf.downstream import evaluate_run
+
+    probe_file = tmp_path / "probe.yaml"
+    probe_file.write_text(yaml.safe_dump(downstream_recipe("demo_probe_genre.yaml", tmp_path)))
+    out = evaluate_run(run_dir, [str(probe_file)])
+    with (out / "downstream.csv").open() as handle:
+        row = next(
+            r for r in csv.DictReader(handle) if (r["arm"], r["phase"], r["kind"]) == ("warm", "1", "end_of_phase")
+        )
+    card = ModelCard.load(hf_hub_download(repo, "README.md", revision="phase-01")).text
+    assert "## Downstream evaluation" in card
+    assert f"| probe | {100 * float(row['test_accuracy']):.2f} |" in card
