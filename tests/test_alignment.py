@@ -162,7 +162,8 @@ def _alignment_run(tmp_path: Path) -> Path:
 
 
 def _fake_evaluate(plateaued=lambda point: None):
-    def evaluate(recipe, stem, point, out):
+    def evaluate(recipe, stem, point, out, overrides):
+        assert overrides == []  # the command line added nothing
         warm, cold = ALIGNED[point["seed"], point["phase"]]
         if point["arm"] == "warm":
             accuracy = WARM_END if point["kind"] == "end_of_phase" else warm
