@@ -125,17 +125,18 @@ def final_loss_gaps(arms: dict[tuple[str, int], list[dict[str, Any]]], strategy:
     return [done[(strategy, s)][-1]["validation_loss"] - done[("cold", s)][-1]["validation_loss"] for s in seeds]
 
 
+def loss_gap_vs_cold(arms: dict[tuple[str, int], list[dict[str, Any]]], strategy: str, phases: int) -> dict:
+    """``loss_gap_vs_cold`` (mean of :func:`final_loss_gaps`) and its 95% t-interval; None for cold or no pair."""
+    gaps = final_loss_gaps(arms, strategy, phases) if strategy != "cold" else []
+    mean, low, high = t_interval(gaps) if gaps else (None, None, None)
+    return {"loss_gap_vs_cold": mean, "loss_gap_ci_low": low, "loss_gap_ci_high": high}
+
+
 def study_rows(label: str, arms: dict[tuple[str, int], list[dict[str, Any]]], phases: int) -> list[dict[str, Any]]:
     """One configuration's language rows (finished arms), each with its paired final-loss gap to cold."""
     finished = {f"{name}-seed{seed}": r for (name, seed), r in arms.items() if len(r) == phases}
-    rows = []
-    for row in language_rows(finished) if finished else []:
-        gaps = final_loss_gaps(arms, row["strategy"], phases) if row["strategy"] != "cold" else []
-        mean, low, high = t_interval(gaps) if gaps else (None, None, None)
-        rows.append(
-            {"configuration": label, **row, "loss_gap_vs_cold": mean, "loss_gap_ci_low": low, "loss_gap_ci_high": high}
-        )
-    return rows
+    rows = language_rows(finished) if finished else []
+    return [{"configuration": label, **row, **loss_gap_vs_cold(arms, row["strategy"], phases)} for row in rows]
 
 
 def language_sections(runs: list, out: Path) -> list[Section]:

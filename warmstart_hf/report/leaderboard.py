@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 
 from warmstart_hf.io import atomic_write_text, read_jsonl
-from warmstart_hf.report.language import final_loss_gaps
+from warmstart_hf.report.language import loss_gap_vs_cold
 from warmstart_hf.report.pages import Figure, Section, dict_table, markdown_sections, strategy_table
 from warmstart_hf.report.pages import render_html as render_page
-from warmstart_hf.report.statistics import t_interval
 from warmstart_hf.report.study import RunInfo, find_run_dirs, plot_fig1, strategy_lines
 
 ROW_FIELDS: dict[str, str] = {
@@ -208,8 +207,6 @@ def _language_lines(run: RunInfo) -> list[dict[str, Any]]:
     for strategy in sorted({s for s, _ in run.arms}):
         arms = [records for (name, _), records in run.arms.items() if name == strategy]
         done = list(run.complete_arms(strategy).values())
-        gaps = final_loss_gaps(run.arms, strategy, run.num_phases) if strategy != "cold" else []
-        mean, low, high = t_interval(gaps) if gaps else (None, None, None)
         line = {"strategy": strategy, "seeds": len(arms), "phases_done": min(len(r) for r in arms)}
         line |= {
             "final_perplexity": float(np.mean([r[-1]["validation_perplexity"] for r in done])) if done else None,
@@ -217,11 +214,8 @@ def _language_lines(run: RunInfo) -> list[dict[str, Any]]:
             if done
             else None,
             "tokens": round(np.mean([sum(p["train_tokens"] or 0 for p in r) for r in done])) if done else None,
-            "loss_gap_vs_cold": mean,
-            "loss_gap_ci_low": low,
-            "loss_gap_ci_high": high,
         }
-        lines.append(line)
+        lines.append(line | loss_gap_vs_cold(run.arms, strategy, run.num_phases))
     return lines
 
 

@@ -335,14 +335,15 @@ def write_study_report(paths: list[str | Path], out_dir: str | Path | None = Non
     pretraining = [r for r in runs if r.task in LOSS_TASKS]  # judged by probe loss, not accuracy
     language = [r for r in runs if r.task == "causal_lm"]
     accuracy = [r for r in runs if r.task not in LOSS_TASKS]
+    runs_line = f"Runs: {', '.join(str(p) for p in paths)}."
     intro = [
-        f"Runs: {', '.join(str(p) for p in paths)}. Accuracies in %, means over seeds with 95% t-intervals "
+        f"{runs_line} Accuracies in %, means over seeds with 95% t-intervals "
         "(clipped to [0, 100]); gaps are paired by seed, in accuracy points; the verdict uses two one-sided tests "
         f"at a margin of {margin} point(s).",
         "Steps and train time are totals over the phases; steps to reach cold: the mean first step (phases after the "
         "first) at which the arm reaches cold's end-of-phase accuracy. Per-row data: gaps.csv, strategies.csv.",
     ]
-    intro = intro if accuracy else [intro[0].split(". ")[0] + "."]  # no accuracy runs: no accuracy conventions
+    intro = intro if accuracy else [runs_line]  # no accuracy runs: no accuracy conventions
     sections = _accuracy_sections(accuracy, out, margin) if accuracy else []
     sections += language_sections(language, out) if language else []
     fig4 = fig4_section([(r.label, r.run_dir) for r in pretraining], out)
